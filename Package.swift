@@ -1,0 +1,68 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Numeric kernels are compiled with optimisation even in debug builds: unoptimised Swift runs
+/// them hundreds of times slower, which would make `swift test` on real models impractical.
+let optimisedKernels: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
+let package = Package(
+    name: "Lance",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "LanceCore", targets: ["LanceCore"]),
+        .library(name: "LanceModel", targets: ["LanceModel"]),
+        .library(name: "LanceNN", targets: ["LanceNN"]),
+        .library(name: "LanceRuntime", targets: ["LanceRuntime"]),
+        .library(name: "LanceONNX", targets: ["LanceONNX"]),
+        .library(name: "LanceData", targets: ["LanceData"]),
+        .library(name: "LanceCLI", targets: ["LanceCLI"]),
+        .executable(name: "lance-inspect", targets: ["lance-inspect"]),
+        .executable(name: "lance-eval", targets: ["lance-eval"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries from the system (Debian -dev packages), each imported by exactly one module.
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CLAPACKE", pkgConfig: "lapacke",
+                       providers: [.apt(["liblapacke-dev"])]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+        // protoc-c output for Schemas/onnx.proto (regenerate with Schemas/generate.sh).
+        .target(name: "CONNXProto", dependencies: ["CProtobufC"]),
+
+        .target(name: "LanceCore"),
+        .target(name: "LanceLinalg", dependencies: ["LanceCore", "COpenBLAS", "CLAPACKE"],
+                swiftSettings: optimisedKernels),
+        .target(name: "LanceModel", dependencies: ["LanceCore"]),
+        .target(name: "LanceNN", dependencies: ["LanceCore", "LanceLinalg", "LanceModel"],
+                swiftSettings: optimisedKernels),
+        .target(name: "LanceRuntime", dependencies: ["LanceCore", "LanceModel", "LanceNN"],
+                swiftSettings: optimisedKernels),
+        .target(name: "LanceONNX", dependencies: ["LanceCore", "LanceModel", "CONNXProto"],
+                swiftSettings: optimisedKernels),
+        .target(name: "LanceData", dependencies: ["LanceCore"]),
+        .target(name: "LanceCLI", dependencies: [
+            "LanceCore", "LanceModel", "LanceRuntime", "LanceONNX", "LanceData",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "lance-inspect", dependencies: ["LanceCLI"]),
+        .executableTarget(name: "lance-eval", dependencies: ["LanceCLI"]),
+
+        .target(name: "LanceTestSupport", dependencies: ["LanceCore"], path: "Tests/LanceTestSupport"),
+        .testTarget(name: "CShimTests",
+                    dependencies: ["CProtobufC", "COpenBLAS", "CLAPACKE", "CHDF5", "CONNXProto"]),
+        .testTarget(name: "LanceNNTests",
+                    dependencies: ["LanceCore", "LanceLinalg", "LanceModel", "LanceNN",
+                                   "LanceTestSupport"]),
+        .testTarget(name: "LanceONNXTests",
+                    dependencies: ["LanceCore", "LanceModel", "LanceRuntime", "LanceONNX",
+                                   "LanceData", "LanceTestSupport"]),
+        .testTarget(name: "LanceCLITests",
+                    dependencies: ["LanceCLI", "LanceData", "LanceTestSupport",
+                                   "lance-inspect", "lance-eval"]),
+    ]
+)

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import LanceCore
+import LanceData
+import LanceModel
+import LanceRuntime
+
+/// `lance-eval`: runs a model's forward pass on a `.npy` batch.
+public struct EvalCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "lance-eval",
+        abstract: "Run a model on a .npy batch: outputs, and top-1 accuracy when labels are given.",
+        discussion: """
+            The data is a float32 .npy array in the model's input layout (NCHW for images). \
+            Outputs of the model's first output are written with --dump-outputs as a float32 .npy.
+            """)
+
+    @Argument(help: "The model file (.onnx).")
+    var model: String
+
+    @Option(help: "Input data: a .npy array whose first axis is the sample index.")
+    var data: String
+
+    @Option(help: "Integer class labels: a .npy array with one entry per sample.")
+    var labels: String?
+
+    @Option(help: "Write the model's outputs to this .npy file.")
+    var dumpOutputs: String?
+
+    @Option(help: "Samples per forward pass.")
+    var batchSize = 32
+
+    public init() {}
+
+    public func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+    }
+
+    public func run() throws {
+        let graph = try reportingUnsupportedOperators { try loadModel(model) }
+        guard graph.inputs.count == 1, graph.outputs.count >= 1 else {
+            throw CommandError.dataMismatch(path: model, reason: "lance-eval needs a model with one input; this one has \(graph.inputs.count)")
+        }
+        let input = try NPY.read(data).tensor
+        guard input.rank >= 1, input.shape[0] > 0 else {
+            throw CommandError.dataMismatch(path: data, reason: "the array is empty")
+        }
+        var labelValues: [Int]?
+        if let labels {
+            let array = try NPY.read(labels)
+            guard let integers = array.integers ?? (array.floats.allSatisfy { $0 == $0.rounded() } ? array.floats.map { Int($0) } : nil),
+                  integers.count == input.shape[0] else {
+                throw CommandError.dataMismatch(path: labels, reason: "expected \(input.shape[0]) integer labels, one per sample")
+            }
+            labelValues = integers
+        }
+        do {
+            try graph.checkInputShape([1] + input.shape.dropFirst(), for: graph.inputs[0])
+        } catch {
+            throw CommandError.dataMismatch(path: data, reason: "samples have shape \(shapeText(Array(input.shape.dropFirst()))), but model input '\(graph.inputs[0].name)' expects \(graph.inputs[0].shapeDescription)")
+        }
+        let session = InferenceSession(graph: graph)
+        let start = DispatchTime.now()
+        let outputs = try session.run(input, batchSize: batchSize)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+        let samples = input.shape[0]
+        print("\(samples) samples in \(String(seconds, decimals: 2)) s (\(String(Double(samples) / seconds, decimals: 1)) samples/s), outputs \(shapeText(outputs.shape))")
+        if let labelValues {
+            guard outputs.rank == 2 else {
+                throw CommandError.dataMismatch(path: model, reason: "top-1 accuracy needs a [N, classes] output, got \(shapeText(outputs.shape))")
+            }
+            let predictions = outputs.argmaxPerRow()
+            let correct = zip(predictions, labelValues).filter { $0 == $1 }.count
+            print("top-1 \(correct)/\(samples) (\(String(100 * Double(correct) / Double(samples), decimals: 2))%)")
+        }
+        if let dumpOutputs {
+            try NPY.write(outputs, to: dumpOutputs)
+            print("outputs written to \(dumpOutputs)")
+        }
+    }
+}

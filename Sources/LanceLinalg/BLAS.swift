@@ -1,0 +1,38 @@
+import COpenBLAS
+
+/// Row-major single-precision matrix multiply through OpenBLAS:
+///
+/// ```
+/// C[m×n] = alpha · op(A) · op(B) + beta · C
+/// ```
+///
+/// where `op(A)` is `[m × k]` (A stored `[k × m]` when `transposeA`) and `op(B)` is `[k × n]`
+/// (B stored `[n × k]` when `transposeB`). Leading dimensions are row strides in elements.
+/// Calls `cblas_sgemm`.
+@inlinable
+public func gemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
+                 alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                 b: UnsafePointer<Float>, ldb: Int,
+                 beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    guard m > 0, n > 0 else { return }
+    guard k > 0 else {
+        // OpenBLAS rejects k == 0; the product is empty, so only C's scaling remains.
+        for row in 0..<m {
+            for column in 0..<n { c[row * ldc + column] = beta == 0 ? 0 : beta * c[row * ldc + column] }
+        }
+        return
+    }
+    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// The number of threads OpenBLAS uses for one call.
+public enum BLASThreads {
+    /// The current thread count. Calls `openblas_get_num_threads`.
+    public static var count: Int { Int(openblas_get_num_threads()) }
+
+    /// Sets the thread count for all later calls. Calls `openblas_set_num_threads`.
+    public static func set(_ count: Int) {
+        openblas_set_num_threads(Int32(max(1, count)))
+    }
+}

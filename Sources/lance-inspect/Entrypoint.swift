@@ -1,0 +1,6 @@
+import LanceCLI
+
+@main
+struct Entrypoint {
+    static func main() { InspectCommand.main() }
+}
