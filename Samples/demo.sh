@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The LANCE demo: installs the system packages, builds the tools in release mode, inspects the
+# pretrained MobileNetV2 and classifies 20 real ImageNet images with it.
+# Model and data: ../shared next to the project (or $LANCE_SHARED).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${LANCE_SHARED:-$(cd .. && pwd)/shared}"
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    packages=(pkg-config libopenblas-dev liblapacke-dev libhdf5-dev libprotobuf-c-dev)
+    missing=()
+    for package in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+fi
+
+swift build -c release --product lance-inspect
+swift build -c release --product lance-eval
+bin="$(swift build -c release --show-bin-path)"
+
+model="$shared/models/mobilenet_v2_imagenet.onnx"
+data="$shared/data/imagenet20"
+if [ ! -f "$model" ]; then
+    echo "demo: $model is missing; put the shared models next to the project or set LANCE_SHARED" >&2
+    exit 1
+fi
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+echo "== lance-inspect (first and last layers)"
+"$bin/lance-inspect" "$model" | sed -n '1,12p'
+echo "..."
+"$bin/lance-inspect" "$model" | tail -n 4
+
+echo
+echo "== lance-eval on 20 ImageNet validation images"
+"$bin/lance-eval" "$model" --data "$data/images.npy" --labels "$data/labels.npy" \
+    --dump-outputs "$out/logits.npy" --batch-size 10
