@@ -62,7 +62,7 @@ let package = Package(
                     dependencies: ["LanceCore", "LanceModel", "LanceRuntime", "LanceONNX",
                                    "LanceData", "LanceTestSupport"]),
         .testTarget(name: "LanceCLITests",
-                    dependencies: ["LanceCLI", "LanceData", "LanceTestSupport",
+                    dependencies: ["LanceCLI", "LanceCore", "LanceData", "LanceTestSupport",
                                    "lance-inspect", "lance-eval"]),
     ]
 )

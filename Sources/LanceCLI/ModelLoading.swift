@@ -38,7 +38,7 @@ func reportingUnsupportedOperators<T>(_ body: () throws -> T) throws -> T {
         return try body()
     } catch let error as ONNXImportError {
         if let table = error.operatorTable {
-            FileHandle.standardError.write(Data("error: \(error.description)\n\(table)\n".utf8))
+            FileHandle.standardError.write(Data("Error: \(error.description)\n\(table)\n".utf8))
             throw ExitCode.failure
         }
         throw error

@@ -165,6 +165,9 @@ public struct Graph: Sendable, Equatable {
         if !matches { throw .inputShapeMismatch(input: input.name, expected: input.shapeDescription, actual: shape) }
     }
 
+    /// The largest number of elements one value may have (16 GiB of float32).
+    public static let maximumElementCount = 1 << 32
+
     /// Infers the shape of every value for the given input shapes, checking every node on the way:
     /// inputs defined before use, parameter shapes consistent with the operation, and outputs
     /// defined. Returns the shapes of all values, parameters and inputs included.
@@ -183,11 +186,22 @@ public struct Graph: Sendable, Equatable {
                 operandShapes.append(shape)
             }
             guard shapes[node.output] == nil else { throw .duplicateValue(node: node.name, value: node.output) }
+            let shape: [Int]
             do {
-                shapes[node.output] = try node.operation.outputShape(inputs: operandShapes)
+                shape = try node.operation.outputShape(inputs: operandShapes)
             } catch {
                 throw .invalidNode(node: node.name, opType: node.operation.opType, reason: error.reason)
             }
+            var elements = 1
+            for extent in shape {
+                let (product, overflow) = elements.multipliedReportingOverflow(by: extent)
+                guard !overflow, product <= Self.maximumElementCount else {
+                    throw .invalidNode(node: node.name, opType: node.operation.opType,
+                                       reason: "its output \(shape) would exceed \(Self.maximumElementCount) elements")
+                }
+                elements = product
+            }
+            shapes[node.output] = shape
         }
         for output in outputs where shapes[output.name] == nil {
             throw .undefinedOutput(output: output.name)
