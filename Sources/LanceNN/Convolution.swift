@@ -38,11 +38,9 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: 
             weight.withUnsafeBufferPointer { w in
                 convolveByGEMM(x: x.baseAddress!, w: w.baseAddress!, y: out.baseAddress!, batch: batch,
                                channels: channels, outputChannels: outputChannels, groups: convolution.groups,
-                               geometry: geometry)
+                               geometry: geometry, bias: bias, activation: activation)
             }
         }
-        applyBiasAndActivation(out, bias: bias, batch: batch, channels: outputChannels,
-                               planeSize: output.height * output.width, activation: activation)
     }
 }
 
@@ -110,7 +108,8 @@ func im2col(_ x: UnsafePointer<Float>, channelCount: Int, geometry g: PlaneGeome
 }
 
 private func convolveByGEMM(x: UnsafePointer<Float>, w: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                            batch: Int, channels: Int, outputChannels: Int, groups: Int, geometry g: PlaneGeometry) {
+                            batch: Int, channels: Int, outputChannels: Int, groups: Int, geometry g: PlaneGeometry,
+                            bias: Tensor?, activation: Activation?) {
     let groupChannels = channels / groups
     let groupOutputs = outputChannels / groups
     let depth = groupChannels * g.kernelHeight * g.kernelWidth
@@ -132,6 +131,9 @@ private func convolveByGEMM(x: UnsafePointer<Float>, w: UnsafePointer<Float>, y:
                      b: matrix, ldb: plane,
                      c: y + (n * outputChannels + group * groupOutputs) * plane, ldc: plane)
             }
+            // The epilogue runs while this image's output is still in cache.
+            applyBiasAndActivation(UnsafeMutableBufferPointer(start: y + n * outputChannels * plane, count: outputChannels * plane),
+                                   bias: bias, batch: 1, channels: outputChannels, planeSize: plane, activation: activation)
         }
     }
 }
@@ -198,29 +200,72 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
     }
 }
 
-/// Accumulates one depthwise output plane: `target[oh, ow] += Σ_ij kernel[i, j] · source[ih, iw]`.
+/// Accumulates one depthwise output plane row by row, so that the row being summed stays in the
+/// L1 cache while all `kH·kW` taps are added: `target[oh, ow] += Σ_ij kernel[i, j] · source[ih, iw]`.
 @inline(__always)
 private func depthwisePlane(source: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
                             target: UnsafeMutablePointer<Float>, geometry g: PlaneGeometry) {
-    for i in 0..<g.kernelHeight {
-        for j in 0..<g.kernelWidth {
-            let weight = kernel[i * g.kernelWidth + j]
-            let valid = g.validColumns(kernelColumn: j)
-            if valid.isEmpty { continue }
-            let columnOffset = j * g.dilationWidth - g.padLeft
-            for oh in 0..<g.outputHeight {
-                let ih = oh * g.strideHeight - g.padTop + i * g.dilationHeight
-                if ih < 0 || ih >= g.inputHeight { continue }
-                let row = target + oh * g.outputWidth
-                let sourceRow = source + ih * g.inputWidth + columnOffset
-                if g.strideWidth == 1 {
-                    for ow in valid { row[ow] += weight * sourceRow[ow] }
-                } else if g.strideWidth == 2 {
-                    for ow in valid { row[ow] += weight * sourceRow[2 * ow] }
-                } else {
-                    for ow in valid { row[ow] += weight * sourceRow[ow * g.strideWidth] }
+    let columnRanges = (0..<g.kernelWidth).map { g.validColumns(kernelColumn: $0) }
+    for oh in 0..<g.outputHeight {
+        let row = target + oh * g.outputWidth
+        for i in 0..<g.kernelHeight {
+            let ih = oh * g.strideHeight - g.padTop + i * g.dilationHeight
+            if ih < 0 || ih >= g.inputHeight { continue }
+            let sourceRow = source + ih * g.inputWidth
+            for j in 0..<g.kernelWidth {
+                let valid = columnRanges[j]
+                if valid.isEmpty { continue }
+                let weight = kernel[i * g.kernelWidth + j]
+                // Input column of output column ow: ow·stride + offset.
+                let offset = j * g.dilationWidth - g.padLeft
+                switch g.strideWidth {
+                case 1: accumulateStride1(row, sourceRow + offset, weight, valid)
+                case 2: accumulateStride2(row, sourceRow + offset, weight, valid)
+                default:
+                    for ow in valid { row[ow] += weight * sourceRow[ow * g.strideWidth + offset] }
                 }
             }
         }
+    }
+}
+
+/// `row[ow] += weight · source[ow]` for `ow` in `columns`, eight lanes at a time.
+@inline(__always)
+private func accumulateStride1(_ row: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, _ weight: Float,
+                               _ columns: Range<Int>) {
+    var ow = columns.lowerBound
+    let splat = SIMD8<Float>(repeating: weight)
+    let rowBytes = UnsafeMutableRawPointer(row), sourceBytes = UnsafeRawPointer(source)
+    while ow + 8 <= columns.upperBound {
+        let sum = rowBytes.loadUnaligned(fromByteOffset: ow * 4, as: SIMD8<Float>.self)
+            + splat * sourceBytes.loadUnaligned(fromByteOffset: ow * 4, as: SIMD8<Float>.self)
+        rowBytes.storeBytes(of: sum, toByteOffset: ow * 4, as: SIMD8<Float>.self)
+        ow += 8
+    }
+    while ow < columns.upperBound {
+        row[ow] += weight * source[ow]
+        ow += 1
+    }
+}
+
+/// `row[ow] += weight · source[2·ow]` for `ow` in `columns`, eight lanes at a time (the even
+/// lanes of sixteen loaded inputs).
+@inline(__always)
+private func accumulateStride2(_ row: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, _ weight: Float,
+                               _ columns: Range<Int>) {
+    var ow = columns.lowerBound
+    let splat = SIMD8<Float>(repeating: weight)
+    let rowBytes = UnsafeMutableRawPointer(row), sourceBytes = UnsafeRawPointer(source)
+    // The last 16-wide load reads source[2·ow ... 2·ow + 15]; stop while 2·ow + 15 stays inside
+    // the valid input span (2·(end − 1) is the last valid input column).
+    while ow + 8 <= columns.upperBound && 2 * ow + 15 <= 2 * (columns.upperBound - 1) {
+        let inputs = sourceBytes.loadUnaligned(fromByteOffset: 2 * ow * 4, as: SIMD16<Float>.self)
+        let sum = rowBytes.loadUnaligned(fromByteOffset: ow * 4, as: SIMD8<Float>.self) + splat * inputs.evenHalf
+        rowBytes.storeBytes(of: sum, toByteOffset: ow * 4, as: SIMD8<Float>.self)
+        ow += 8
+    }
+    while ow < columns.upperBound {
+        row[ow] += weight * source[2 * ow]
+        ow += 1
     }
 }

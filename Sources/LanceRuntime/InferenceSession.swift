@@ -15,6 +15,14 @@ public struct InferenceSession: Sendable {
     private let parameters: [String: Tensor]
     /// For each value, the index of the last step that reads it (graph outputs: never freed).
     private let lastUse: [String: Int]
+    /// How many samples run through the graph at once when a larger batch is given, or `nil` when
+    /// the graph mixes samples (then the whole batch runs at once).
+    public let microBatchSize: Int?
+
+    /// The largest intermediate tensor a micro-batch may produce. Tensors of this size are
+    /// recycled by the allocator instead of being mapped (and page-faulted) afresh for every layer,
+    /// and they stay closer to the caches.
+    public static let microBatchBytes = 16 << 20
 
     private struct Step: Sendable {
         var node: Node
@@ -49,6 +57,40 @@ public struct InferenceSession: Sendable {
         for output in graphOutputs { lastUse[output] = Int.max }
         self.steps = steps
         self.lastUse = lastUse
+        self.microBatchSize = Self.microBatchSize(for: graph)
+    }
+
+    /// The micro-batch size for a graph whose every value keeps the sample index on axis 0 and
+    /// whose operators never combine samples; `nil` otherwise.
+    static func microBatchSize(for graph: Graph) -> Int? {
+        guard let one = try? graph.inputShapes(batchSize: 1), let two = try? graph.inputShapes(batchSize: 2),
+              let shapes1 = try? graph.inferShapes(inputShapes: one), let shapes2 = try? graph.inferShapes(inputShapes: two)
+        else { return nil }
+        var largestSample = 1
+        for node in graph.nodes {
+            guard let first = shapes1[node.output], let second = shapes2[node.output], first.first == 1, second.first == 2,
+                  Array(first.dropFirst()) == Array(second.dropFirst()), keepsSamplesApart(node.operation) else {
+                return nil
+            }
+            largestSample = max(largestSample, first.reduce(1, *) * MemoryLayout<Float>.size)
+        }
+        return max(1, microBatchBytes / largestSample)
+    }
+
+    /// Whether an operator works on each sample (axis 0) separately.
+    private static func keepsSamplesApart(_ operation: Operator) -> Bool {
+        switch operation {
+        case .concat(let axis), .softmax(let axis, _): return axis != 0
+        case .flatten(let axis): return axis != 0
+        case .transpose(let permutation): return permutation?.first == 0
+        case .reduceMean(let axes, _): return axes.map { !$0.contains(0) } ?? false
+        case .gemm(let gemm): return !gemm.transposeA
+        case .squeeze(let axes): return axes.map { !$0.contains(0) } ?? false
+        case .unsqueeze(let axes): return !axes.contains(0)
+        case .reshape(let shape, _): return shape.first == 0
+        case .pad(let pads, _, _): return pads.first == 0 && pads.count > 1 && pads[pads.count / 2] == 0
+        default: return true
+        }
     }
 
     private static func acceptsFusedActivation(_ operation: Operator) -> Bool {
@@ -58,11 +100,30 @@ public struct InferenceSession: Sendable {
         }
     }
 
-    /// Runs the graph on named inputs and returns every graph output by name.
+    /// Runs the graph on named inputs and returns every graph output by name. Batches larger than
+    /// `microBatchSize` run in slices of that size (the results are identical).
     ///
     /// - Throws: `ModelError` when an input is missing or its shape does not fit the graph.
     public func run(_ inputs: [String: Tensor]) throws(ModelError) -> [String: Tensor] {
         _ = try graph.inferShapes(inputShapes: inputs.mapValues(\.shape))
+        let batch = inputs.values.first?.shape.first ?? 0
+        guard let microBatchSize, batch > microBatchSize, inputs.values.allSatisfy({ $0.shape.first == batch }) else {
+            return runWhole(inputs)
+        }
+        var slices: [[String: Tensor]] = []
+        var start = 0
+        while start < batch {
+            let range = start..<min(batch, start + microBatchSize)
+            slices.append(runWhole(inputs.mapValues { $0.slice(batch: range) }))
+            start = range.upperBound
+        }
+        return Dictionary(graph.outputs.map { output in
+            (output.name, Tensor.concatenate(batches: slices.map { $0[output.name] ?? Tensor(shape: [0]) }))
+        }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// Runs all samples at once; shapes are already checked.
+    private func runWhole(_ inputs: [String: Tensor]) -> [String: Tensor] {
         var values = parameters
         for (name, tensor) in inputs { values[name] = tensor }
         for (index, step) in steps.enumerated() {
@@ -101,7 +162,7 @@ public struct InferenceSession: Sendable {
         return parts.isEmpty ? try run(input) : Tensor.concatenate(batches: parts)
     }
 
-    static func evaluate(_ operation: Operator, _ x: [Tensor], activation: Activation?) -> Tensor {
+    public static func evaluate(_ operation: Operator, _ x: [Tensor], activation: Activation?) -> Tensor {
         switch operation {
         case .convolution(let convolution):
             return conv2d(x[0], weight: x[1], bias: x.count > 2 ? x[2] : nil, convolution: convolution,
