@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "LanceRuntime", targets: ["LanceRuntime"]),
         .library(name: "LanceONNX", targets: ["LanceONNX"]),
         .library(name: "LanceData", targets: ["LanceData"]),
+        .library(name: "LanceHDF5", targets: ["LanceHDF5"]),
         .library(name: "LanceCLI", targets: ["LanceCLI"]),
         .executable(name: "lance-inspect", targets: ["lance-inspect"]),
         .executable(name: "lance-eval", targets: ["lance-eval"]),
@@ -45,6 +46,7 @@ let package = Package(
         .target(name: "LanceONNX", dependencies: ["LanceCore", "LanceModel", "CONNXProto"],
                 swiftSettings: optimisedKernels),
         .target(name: "LanceData", dependencies: ["LanceCore"]),
+        .target(name: "LanceHDF5", dependencies: ["CHDF5"]),
         .target(name: "LanceCLI", dependencies: [
             "LanceCore", "LanceModel", "LanceRuntime", "LanceONNX", "LanceData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -55,6 +57,7 @@ let package = Package(
         .target(name: "LanceTestSupport", dependencies: ["LanceCore"], path: "Tests/LanceTestSupport"),
         .testTarget(name: "CShimTests",
                     dependencies: ["CProtobufC", "COpenBLAS", "CLAPACKE", "CHDF5", "CONNXProto"]),
+        .testTarget(name: "LanceHDF5Tests", dependencies: ["LanceHDF5", "LanceTestSupport"]),
         .testTarget(name: "LanceNNTests",
                     dependencies: ["LanceCore", "LanceLinalg", "LanceModel", "LanceNN",
                                    "LanceTestSupport"]),

@@ -28,6 +28,11 @@ extension GraphBuilder {
                 value.integers = nil
                 value.integersAtBatch2 = nil
                 value.elementType = ElementType.name(of: Int32(to))
+            } else if to == Int(ElementType.bool.rawValue) {
+                value.integers = value.integers?.map { $0 != 0 ? 1 : 0 } ?? value.floats?.map { $0 != 0 ? 1 : 0 }
+                value.integersAtBatch2 = value.integersAtBatch2?.map { $0 != 0 ? 1 : 0 }
+                value.floats = nil
+                value.elementType = ElementType.name(of: Int32(to))
             } else {
                 if value.integers == nil { value.integers = value.floats?.map { $0.isFinite ? Int($0.rounded(.towardZero)) : 0 } }
                 value.floats = nil
@@ -133,7 +138,7 @@ extension GraphBuilder {
                     let start = clamp(starts[k], 0, extent), end = clamp(ends[k], 0, extent)
                     ranges[axis] = Array(stride(from: start, to: end, by: steps[k]))
                 } else {
-                    let start = clamp(starts[k], -1, extent - 1), end = clamp(ends[k], -1, extent - 1)
+                    let start = clamp(starts[k], 0, extent - 1), end = clamp(ends[k], -1, extent - 1)
                     ranges[axis] = Array(stride(from: start, to: end, by: steps[k]))
                 }
             }

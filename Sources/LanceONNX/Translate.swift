@@ -10,8 +10,16 @@ extension GraphBuilder {
             constants[c.output] = try constantValue(c)
             return
         case "Shape":
-            let name = try data(c.input(0), c)
-            guard let shape = runtime[name] ?? nil else { throw c.fail("needs the static shape of '\(name)', which the model does not declare") }
+            guard let name = c.input(0) else { throw c.fail("a required input is missing") }
+            let shape: (batch1: [Int], batch2: [Int])
+            if runtime[name] == nil, let constant = constants[name] {
+                shape = (constant.shape, constant.shape)
+            } else {
+                guard let known = runtime[try data(name, c)] ?? nil else {
+                    throw c.fail("needs the static shape of '\(name)', which the model does not declare")
+                }
+                shape = known
+            }
             let rank = shape.batch1.count
             func clamp(_ value: Int) -> Int { min(max(value < 0 ? value + rank : value, 0), rank) }
             let start = clamp(try a.int("start", default: 0)), end = clamp(try a.int("end", default: rank))
@@ -96,7 +104,20 @@ extension GraphBuilder {
         case "Softmax":
             try append(.softmax(axis: try a.int("axis", default: opset < 13 ? 1 : -1), coercedTo2D: opset < 13),
                        inputs: [try data(c.input(0), c)], c)
-        case "Dropout", "Identity":
+        case "Dropout":
+            // Opset 12+: a true `training_mode` input drops random elements (none when the ratio is 0).
+            if opset >= 12, let training = try scalar(2, c), training != 0, try scalar(1, c) ?? 0.5 != 0 {
+                throw c.fail("training_mode=1 drops random elements, which LANCE does not do; export the model in eval mode")
+            }
+            try append(.identity, inputs: [try data(c.input(0), c)], c)
+        case "Identity":
+            try append(.identity, inputs: [try data(c.input(0), c)], c)
+        case "Cast":
+            // Run-time data is float32, so a Cast to FLOAT changes nothing; other targets need other types.
+            let target = try a.int("to", default: 0)
+            guard target == Int(ElementType.float.rawValue) else {
+                throw c.fail("Cast to \(ElementType.name(of: Int32(truncatingIfNeeded: target))) is supported only on constant and shape values; on data computed at run time only Cast to FLOAT is (LANCE computes float32)")
+            }
             try append(.identity, inputs: [try data(c.input(0), c)], c)
         case "Pad":
             try translatePad(c)
@@ -118,7 +139,7 @@ extension GraphBuilder {
             if axes?.isEmpty == true { axes = nil }
             try append(.reduceMean(axes: axes, keepDimensions: try a.int("keepdims", default: 1) != 0),
                        inputs: [try data(c.input(0), c)], c)
-        case "Gather", "Cast", "Slice":
+        case "Gather", "Slice":
             throw c.fail("\(c.opType) is supported only on constant and shape values, not on data computed at run time")
         default:
             throw c.fail("not implemented")
@@ -167,11 +188,17 @@ extension GraphBuilder {
             pads = attribute
             value = try a.float("value", default: 0)
         } else {
-            guard let input = try integers(1, c) else { throw c.fail("input 'pads' is required") }
-            pads = input
+            guard let padsInput = try integers(1, c) else { throw c.fail("input 'pads' is required") }
+            pads = padsInput
             value = try scalar(2, c) ?? 0
-            if let axes = try integers(3, c), let rank = (runtime[c.inputs[0]] ?? nil)?.batch1.count {
+            if let axes = try integers(3, c) {
                 // Pads given for some axes only: spread them over all axes.
+                guard let rank = (runtime[input] ?? nil)?.batch1.count ?? parameters[input]?.tensor.rank else {
+                    throw c.fail("input 'axes' needs the rank of '\(input)', which the model does not declare")
+                }
+                guard pads.count == 2 * axes.count else {
+                    throw c.fail("pads needs 2 entries per axis in 'axes' (\(2 * axes.count)), got \(pads.count)")
+                }
                 var full = [Int](repeating: 0, count: 2 * rank)
                 for (index, axis) in axes.enumerated() {
                     let resolved = axis < 0 ? axis + rank : axis
