@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "LanceCore", targets: ["LanceCore"]),
+        .library(name: "LanceLinalg", targets: ["LanceLinalg"]),
         .library(name: "LanceModel", targets: ["LanceModel"]),
         .library(name: "LanceNN", targets: ["LanceNN"]),
         .library(name: "LanceRuntime", targets: ["LanceRuntime"]),

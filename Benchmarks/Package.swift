@@ -17,6 +17,8 @@ let package = Package(
                 .product(name: "LanceONNX", package: "Lance"),
                 .product(name: "LanceRuntime", package: "Lance"),
                 .product(name: "LanceData", package: "Lance"),
+                .product(name: "LanceCLI", package: "Lance"),
+                .product(name: "LanceLinalg", package: "Lance"),
             ]
         ),
     ]

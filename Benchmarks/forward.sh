@@ -171,12 +171,13 @@ for batch in batches:
         print(f"| {batch} | {label} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f}"
               f" | {ms:.1f} | {first['warmup']} + {first['iterations']} | {other(engine, batch)} |")
 threads = {engine: results[(engine, batches[0])][0]["threads"] for engine in ("lance", "onnxruntime")}
+blas_core = results[("lance", batches[0])][0].get("blas_core", "unknown")
 print()
 print(f"- machine: {os.environ['CORES']} cores (nproc), {os.environ['CPU']}")
 print(f"- date: {os.environ['DATE']}")
 print(f"- model: {rel(os.environ['MODEL'])}; inputs: {rel(os.environ['DATA'])}")
 print(f"- rounds: {os.environ['ROUNDS']} per batch size, one fresh process per engine per round, order alternating")
-print(f"- LANCE: {os.environ['SWIFT_VERSION']}, release build, kernel threads {threads['lance']}, "
+print(f"- LANCE: {os.environ['SWIFT_VERSION']}, release build, OpenBLAS kernels {blas_core}, kernel threads {threads['lance']}, "
       f"OpenBLAS threads {os.environ.get('OPENBLAS_NUM_THREADS', 'default (all cores)')}")
 print(f"- ONNX Runtime {onnxruntime.__version__}, CPUExecutionProvider, intra-op threads {threads['onnxruntime']}")
 print(f"- command: `{os.environ['COMMAND']}`")

@@ -26,8 +26,14 @@ public func gemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: 
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// The number of threads OpenBLAS uses for one call.
+/// The OpenBLAS library in use: its kernel family and thread count.
 public enum BLASThreads {
+    /// The CPU kernel family OpenBLAS selected at load time (`SkylakeX`, `Haswell`, ...; the
+    /// generic `Prescott` when it does not recognise the CPU). Calls `openblas_get_corename`.
+    public static var coreName: String {
+        openblas_get_corename().map { String(cString: $0) } ?? "unknown"
+    }
+
     /// The current thread count. Calls `openblas_get_num_threads`.
     public static var count: Int { Int(openblas_get_num_threads()) }
 

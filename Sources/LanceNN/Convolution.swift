@@ -177,6 +177,7 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
     let multiplier = outputChannels / channels
     let planes = outputShape[0] * outputChannels
     let biasValues = bias?.scalars
+    let layout = PaddedPlaneLayout(g)
     return Tensor(shape: outputShape) { out in
         input.withUnsafeBufferPointer { xBuffer in
             weight.withUnsafeBufferPointer { wBuffer in
@@ -184,15 +185,29 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
                 nonisolated(unsafe) let w = wBuffer.baseAddress!
                 nonisolated(unsafe) let y = out.baseAddress!
                 let kernelArea = g.kernelHeight * g.kernelWidth
-                parallelFor(planes) { range in
-                    for index in range {
-                        let n = index / outputChannels
-                        let m = index % outputChannels
-                        let source = x + (n * channels + m / multiplier) * g.inputPlane
-                        let target = y + index * g.outputPlane
-                        target.update(repeating: biasValues?[m] ?? 0, count: g.outputPlane)
-                        depthwisePlane(source: source, kernel: w + m * kernelArea, target: target, geometry: g)
-                        if let activation { applyActivation(activation, to: target, count: g.outputPlane) }
+                // Byte offset of each tap (i, j) from the window's top-left corner in the scratch plane.
+                let tapOffsets = (0..<g.kernelHeight).flatMap { i in
+                    (0..<g.kernelWidth).map { j in (i * g.dilationHeight * layout.rowWidth + j * g.dilationWidth) * 4 }
+                }
+                parallelFor(planes, minimumPerChunk: max(1, 4_096 / max(1, g.outputPlane))) { range in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: layout.scratchCount) { scratch in
+                        scratch.initialize(repeating: 0)
+                        tapOffsets.withUnsafeBufferPointer { offsets in
+                            for index in range {
+                                let n = index / outputChannels
+                                let m = index % outputChannels
+                                let source = x + (n * channels + m / multiplier) * g.inputPlane
+                                layout.fill(scratch.baseAddress!, from: source)
+                                let plane = DepthwisePlane(padded: scratch.baseAddress!, layout: layout, tapOffsets: offsets.baseAddress!,
+                                                           kernel: w + m * kernelArea, bias: biasValues?[m] ?? 0,
+                                                           target: y + index * g.outputPlane)
+                                switch g.strideWidth {
+                                case 1: plane.run(stride: 1, activation: activation)
+                                case 2: plane.run(stride: 2, activation: activation)
+                                default: plane.runScalar(activation: activation)
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -200,72 +215,93 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
     }
 }
 
-/// Accumulates one depthwise output plane row by row, so that the row being summed stays in the
-/// L1 cache while all `kH·kW` taps are added: `target[oh, ow] += Σ_ij kernel[i, j] · source[ih, iw]`.
-@inline(__always)
-private func depthwisePlane(source: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
-                            target: UnsafeMutablePointer<Float>, geometry g: PlaneGeometry) {
-    let columnRanges = (0..<g.kernelWidth).map { g.validColumns(kernelColumn: $0) }
-    for oh in 0..<g.outputHeight {
-        let row = target + oh * g.outputWidth
-        for i in 0..<g.kernelHeight {
-            let ih = oh * g.strideHeight - g.padTop + i * g.dilationHeight
-            if ih < 0 || ih >= g.inputHeight { continue }
-            let sourceRow = source + ih * g.inputWidth
-            for j in 0..<g.kernelWidth {
-                let valid = columnRanges[j]
-                if valid.isEmpty { continue }
-                let weight = kernel[i * g.kernelWidth + j]
-                // Input column of output column ow: ow·stride + offset.
-                let offset = j * g.dilationWidth - g.padLeft
-                switch g.strideWidth {
-                case 1: accumulateStride1(row, sourceRow + offset, weight, valid)
-                case 2: accumulateStride2(row, sourceRow + offset, weight, valid)
-                default:
-                    for ow in valid { row[ow] += weight * sourceRow[ow * g.strideWidth + offset] }
+/// A zero-padded copy of one input plane, wide enough that every output column, rounded up to
+/// eight lanes, reads inside it: rows `H + padTop + padBottom`, row stride `rowWidth`.
+struct PaddedPlaneLayout {
+    let geometry: PlaneGeometry
+    let rowWidth: Int
+    let rows: Int
+    /// Output columns rounded up to a multiple of eight.
+    let vectorWidth: Int
+
+    init(_ g: PlaneGeometry) {
+        geometry = g
+        vectorWidth = (g.outputWidth + 7) / 8 * 8
+        // Last read: column (vectorWidth − 1)·s + (kW − 1)·dW, plus one more lane pair for the
+        // 16-wide loads of stride 2.
+        let needed = (vectorWidth - 1) * g.strideWidth + (g.kernelWidth - 1) * g.dilationWidth + g.strideWidth + 1
+        rowWidth = max(needed, g.padLeft + g.inputWidth)
+        let neededRows = (g.outputHeight - 1) * g.strideHeight + (g.kernelHeight - 1) * g.dilationHeight + 1
+        rows = max(neededRows, g.padTop + g.inputHeight)
+    }
+
+    var scratchCount: Int { rows * rowWidth }
+
+    /// Copies the input plane into the scratch buffer at (padTop, padLeft); the border stays zero.
+    @inline(__always)
+    func fill(_ scratch: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>) {
+        let g = geometry
+        for row in 0..<g.inputHeight {
+            (scratch + (row + g.padTop) * rowWidth + g.padLeft).update(from: source + row * g.inputWidth, count: g.inputWidth)
+        }
+    }
+}
+
+/// One depthwise output plane from a zero-padded input plane, with bias and activation fused:
+/// `target[oh, ow] = act(bias + Σ_ij kernel[i, j] · padded[oh·sH + i·dH, ow·sW + j·dW])`.
+struct DepthwisePlane {
+    let padded: UnsafePointer<Float>
+    let layout: PaddedPlaneLayout
+    let tapOffsets: UnsafePointer<Int>
+    let kernel: UnsafePointer<Float>
+    let bias: Float
+    let target: UnsafeMutablePointer<Float>
+
+    /// Strides 1 and 2: eight output columns at a time summed over all taps in registers; the
+    /// activation runs over each finished row while it is in the L1 cache.
+    @inline(__always)
+    func run(stride: Int, activation: Activation?) {
+        let g = layout.geometry
+        let taps = g.kernelHeight * g.kernelWidth
+        for oh in 0..<g.outputHeight {
+            let rowStart = UnsafeRawPointer(padded + oh * g.strideHeight * layout.rowWidth)
+            let row = target + oh * g.outputWidth
+            var ow = 0
+            while ow < g.outputWidth {
+                var sum = SIMD8<Float>(repeating: bias)
+                let base = rowStart + ow * stride * 4
+                for tap in 0..<taps {
+                    let inputs = stride == 1
+                        ? base.loadUnaligned(fromByteOffset: tapOffsets[tap], as: SIMD8<Float>.self)
+                        : base.loadUnaligned(fromByteOffset: tapOffsets[tap], as: SIMD16<Float>.self).evenHalf
+                    sum += SIMD8(repeating: kernel[tap]) * inputs
                 }
+                if ow + 8 <= g.outputWidth {
+                    UnsafeMutableRawPointer(row + ow).storeBytes(of: sum, as: SIMD8<Float>.self)
+                } else {
+                    for lane in 0..<(g.outputWidth - ow) { row[ow + lane] = sum[lane] }
+                }
+                ow += 8
+            }
+            if let activation { applyActivation(activation, to: row, count: g.outputWidth) }
+        }
+    }
+
+    /// Any stride, one output at a time.
+    func runScalar(activation: Activation?) {
+        let g = layout.geometry
+        for oh in 0..<g.outputHeight {
+            for ow in 0..<g.outputWidth {
+                var sum = bias
+                let base = padded + oh * g.strideHeight * layout.rowWidth + ow * g.strideWidth
+                for i in 0..<g.kernelHeight {
+                    for j in 0..<g.kernelWidth {
+                        sum += kernel[i * g.kernelWidth + j] * base[i * g.dilationHeight * layout.rowWidth + j * g.dilationWidth]
+                    }
+                }
+                target[oh * g.outputWidth + ow] = activation.map { $0(sum) } ?? sum
             }
         }
     }
 }
 
-/// `row[ow] += weight · source[ow]` for `ow` in `columns`, eight lanes at a time.
-@inline(__always)
-private func accumulateStride1(_ row: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, _ weight: Float,
-                               _ columns: Range<Int>) {
-    var ow = columns.lowerBound
-    let splat = SIMD8<Float>(repeating: weight)
-    let rowBytes = UnsafeMutableRawPointer(row), sourceBytes = UnsafeRawPointer(source)
-    while ow + 8 <= columns.upperBound {
-        let sum = rowBytes.loadUnaligned(fromByteOffset: ow * 4, as: SIMD8<Float>.self)
-            + splat * sourceBytes.loadUnaligned(fromByteOffset: ow * 4, as: SIMD8<Float>.self)
-        rowBytes.storeBytes(of: sum, toByteOffset: ow * 4, as: SIMD8<Float>.self)
-        ow += 8
-    }
-    while ow < columns.upperBound {
-        row[ow] += weight * source[ow]
-        ow += 1
-    }
-}
-
-/// `row[ow] += weight · source[2·ow]` for `ow` in `columns`, eight lanes at a time (the even
-/// lanes of sixteen loaded inputs).
-@inline(__always)
-private func accumulateStride2(_ row: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, _ weight: Float,
-                               _ columns: Range<Int>) {
-    var ow = columns.lowerBound
-    let splat = SIMD8<Float>(repeating: weight)
-    let rowBytes = UnsafeMutableRawPointer(row), sourceBytes = UnsafeRawPointer(source)
-    // The last 16-wide load reads source[2·ow ... 2·ow + 15]; stop while 2·ow + 15 stays inside
-    // the valid input span (2·(end − 1) is the last valid input column).
-    while ow + 8 <= columns.upperBound && 2 * ow + 15 <= 2 * (columns.upperBound - 1) {
-        let inputs = sourceBytes.loadUnaligned(fromByteOffset: 2 * ow * 4, as: SIMD16<Float>.self)
-        let sum = rowBytes.loadUnaligned(fromByteOffset: ow * 4, as: SIMD8<Float>.self) + splat * inputs.evenHalf
-        rowBytes.storeBytes(of: sum, toByteOffset: ow * 4, as: SIMD8<Float>.self)
-        ow += 8
-    }
-    while ow < columns.upperBound {
-        row[ow] += weight * source[2 * ow]
-        ow += 1
-    }
-}

@@ -152,6 +152,19 @@ public func reduceMean(_ input: Tensor, axes: [Int]?, keepDimensions: Bool) -> T
     let keptShape = (0..<rank).map { reduced.contains($0) ? 1 : input.shape[$0] }
     let outputStrides = broadcastStrides(keptShape, to: input.shape)
     let count = max(1, reduced.reduce(1) { $0 * input.shape[$1] })
+    let shape = keepDimensions ? keptShape : (0..<rank).filter { !reduced.contains($0) }.map { input.shape[$0] }
+    if !reduced.isEmpty, reduced == Set((rank - reduced.count)..<rank) {
+        // Trailing axes (a spatial mean): each output is the mean of one contiguous run.
+        return Tensor(shape: shape) { out in
+            input.withUnsafeBufferPointer { x in
+                for row in 0..<out.count {
+                    var sum: Float = 0
+                    for k in (row * count)..<((row + 1) * count) { sum += x[k] }
+                    out[row] = sum / Float(count)
+                }
+            }
+        }
+    }
     var sums = [Double](repeating: 0, count: keptShape.reduce(1, *))
     input.withUnsafeBufferPointer { x in
         var index = [Int](repeating: 0, count: rank)
@@ -168,6 +181,5 @@ public func reduceMean(_ input: Tensor, axes: [Int]?, keepDimensions: Bool) -> T
             }
         }
     }
-    let shape = keepDimensions ? keptShape : (0..<rank).filter { !reduced.contains($0) }.map { input.shape[$0] }
     return Tensor(shape: shape, scalars: sums.map { Float($0 / Double(count)) })
 }

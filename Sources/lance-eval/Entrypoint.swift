@@ -2,5 +2,8 @@ import LanceCLI
 
 @main
 struct Entrypoint {
-    static func main() { EvalCommand.main() }
+    static func main() {
+        relaunchWithSupportedBLASKernels()
+        EvalCommand.main()
+    }
 }

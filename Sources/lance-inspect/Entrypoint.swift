@@ -2,5 +2,8 @@ import LanceCLI
 
 @main
 struct Entrypoint {
-    static func main() { InspectCommand.main() }
+    static func main() {
+        relaunchWithSupportedBLASKernels()
+        InspectCommand.main()
+    }
 }

@@ -12,8 +12,10 @@
 // BATCH / median and cpu_s the CPU time (user + system, all threads) of the whole process. The same
 // format is printed by ort_forward.py for ONNX Runtime.
 import Foundation
+import LanceCLI
 import LanceCore
 import LanceData
+import LanceLinalg
 import LanceONNX
 import LanceRuntime
 
@@ -21,6 +23,9 @@ func fail(_ message: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("lance-forward-bench: \(message)\n".utf8))
     exit(code)
 }
+
+// Like the command-line tools: use the OpenBLAS kernels this CPU supports.
+relaunchWithSupportedBLASKernels()
 
 let arguments = CommandLine.arguments
 guard arguments.count == 6, let batch = Int(arguments[3]), let warmup = Int(arguments[4]),
@@ -102,6 +107,6 @@ let cpuSeconds = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
 print("lance batch=\(batch) images_per_s=\(String(format: "%.2f", Double(batch) / (median / 1e3)))"
       + " median_ms=\(String(format: "%.3f", median)) min_ms=\(String(format: "%.3f", sorted[0]))"
       + " warmup=\(warmup) iterations=\(iterations) threads=\(threads)"
-      + " cpu_s=\(String(format: "%.3f", cpuSeconds))")
+      + " cpu_s=\(String(format: "%.3f", cpuSeconds)) blas_core=\(BLASThreads.coreName)")
 // Keeps the outputs observable so no pass can be optimised away.
 if checksum.isNaN { FileHandle.standardError.write(Data("lance-forward-bench: NaN in outputs\n".utf8)) }
