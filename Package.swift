@@ -17,12 +17,14 @@ let package = Package(
         .library(name: "LanceONNX", targets: ["LanceONNX"]),
         .library(name: "LanceData", targets: ["LanceData"]),
         .library(name: "LanceHDF5", targets: ["LanceHDF5"]),
+        .library(name: "LanceKeras", targets: ["LanceKeras"]),
         .library(name: "LanceCLI", targets: ["LanceCLI"]),
         .executable(name: "lance-inspect", targets: ["lance-inspect"]),
         .executable(name: "lance-eval", targets: ["lance-eval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         // C libraries from the system (Debian -dev packages), each imported by exactly one module.
@@ -48,8 +50,10 @@ let package = Package(
                 swiftSettings: optimisedKernels),
         .target(name: "LanceData", dependencies: ["LanceCore"]),
         .target(name: "LanceHDF5", dependencies: ["CHDF5"]),
+        .target(name: "LanceKeras", dependencies: ["LanceCore", "LanceModel", "LanceHDF5", "ZIPFoundation"],
+                swiftSettings: optimisedKernels),
         .target(name: "LanceCLI", dependencies: [
-            "LanceCore", "LanceModel", "LanceRuntime", "LanceONNX", "LanceData",
+            "LanceCore", "LanceModel", "LanceNN", "LanceRuntime", "LanceONNX", "LanceKeras", "LanceData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "lance-inspect", dependencies: ["LanceCLI"]),
@@ -59,6 +63,8 @@ let package = Package(
         .testTarget(name: "CShimTests",
                     dependencies: ["CProtobufC", "COpenBLAS", "CLAPACKE", "CHDF5", "CONNXProto"]),
         .testTarget(name: "LanceHDF5Tests", dependencies: ["LanceHDF5", "LanceTestSupport"]),
+        .testTarget(name: "LanceKerasTests",
+                    dependencies: ["LanceCore", "LanceModel", "LanceRuntime", "LanceKeras", "LanceData", "LanceTestSupport"]),
         .testTarget(name: "LanceNNTests",
                     dependencies: ["LanceCore", "LanceLinalg", "LanceModel", "LanceNN",
                                    "LanceTestSupport"]),

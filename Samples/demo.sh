@@ -40,3 +40,9 @@ echo
 echo "== lance-eval on 20 ImageNet validation images"
 "$bin/lance-eval" "$model" --data "$data/images.npy" --labels "$data/labels.npy" \
     --dump-outputs "$out/logits.npy" --batch-size 10
+
+echo
+echo "== the Keras 2.9 CIFAR-10 CNN on 20 CIFAR-10 test images (NHWC data, as Keras users have it)"
+"$bin/lance-inspect" "$shared/models/cifar10_cnn.h5" | tail -n 1
+"$bin/lance-eval" "$shared/models/cifar10_cnn.h5" --data "$shared/data/cifar10-20/images_nhwc.npy" \
+    --input-layout nhwc --labels "$shared/data/cifar10-20/labels.npy"

@@ -3,7 +3,16 @@ import Foundation
 import LanceCore
 import LanceData
 import LanceModel
+import LanceNN
 import LanceRuntime
+
+/// The layout of image data given to `lance-eval`.
+public enum InputLayout: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// `[batch, channels, height, width]`, the toolkit's layout.
+    case nchw
+    /// `[batch, height, width, channels]`, Keras's layout.
+    case nhwc
+}
 
 /// `lance-eval`: runs a model's forward pass on a `.npy` batch.
 public struct EvalCommand: ParsableCommand {
@@ -15,8 +24,14 @@ public struct EvalCommand: ParsableCommand {
             Outputs of the model's first output are written with --dump-outputs as a float32 .npy.
             """)
 
-    @Argument(help: "The model file (.onnx).")
+    @Argument(help: "The model file (.onnx, Keras .h5 or .keras).")
     var model: String
+
+    @Option(help: "For a Keras weights-only .h5: the architecture JSON (model.to_json()).")
+    var architecture: String?
+
+    @Option(help: "Layout of image data: nchw, or nhwc as Keras users have it (converted to NCHW).")
+    var inputLayout: InputLayout = .nchw
 
     @Option(help: "Input data: a .npy array whose first axis is the sample index.")
     var data: String
@@ -37,11 +52,17 @@ public struct EvalCommand: ParsableCommand {
     }
 
     public func run() throws {
-        let graph = try reportingUnsupportedOperators { try loadModel(model) }
+        let graph = try reportingUnsupportedOperators { try loadModel(model, architecture: architecture) }
         guard graph.inputs.count == 1, graph.outputs.count >= 1 else {
             throw CommandError.dataMismatch(path: model, reason: "lance-eval needs a model with one input; this one has \(graph.inputs.count)")
         }
-        let input = try NPY.read(data).tensor
+        var input = try NPY.read(data).tensor
+        if inputLayout == .nhwc {
+            guard input.rank == 4 else {
+                throw CommandError.dataMismatch(path: data, reason: "--input-layout nhwc needs a 4-D array, got shape \(shapeText(input.shape))")
+            }
+            input = transpose(input, permutation: [0, 3, 1, 2])
+        }
         guard input.rank >= 1, input.shape[0] > 0 else {
             throw CommandError.dataMismatch(path: data, reason: "the array is empty")
         }

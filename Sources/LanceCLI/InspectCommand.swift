@@ -8,13 +8,16 @@ public struct InspectCommand: ParsableCommand {
         commandName: "lance-inspect",
         abstract: "Show a model's inputs, outputs, provenance and per-layer table.",
         discussion: """
-            Reads an ONNX model and prints, per node, its operator, output shape, parameter count and \
+            Reads an ONNX or Keras model and prints, per node, its operator, output shape, parameter count and \
             multiply-accumulates (MACs) at the given batch size, then totals. Exits 1 with a table of \
             operators when the model uses operators LANCE cannot import.
             """)
 
-    @Argument(help: "The model file (.onnx).")
+    @Argument(help: "The model file (.onnx, Keras .h5 or .keras).")
     var model: String
+
+    @Option(help: "For a Keras weights-only .h5: the architecture JSON (model.to_json()).")
+    var architecture: String?
 
     @Flag(help: "Print the same data as JSON.")
     var json = false
@@ -29,7 +32,7 @@ public struct InspectCommand: ParsableCommand {
     }
 
     public func run() throws {
-        let graph = try reportingUnsupportedOperators { try loadModel(model) }
+        let graph = try reportingUnsupportedOperators { try loadModel(model, architecture: architecture) }
         let report = try ModelReport(graph: graph, path: model, batchSize: batchSize)
         if json {
             let encoder = JSONEncoder()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LanceKeras
 import LanceModel
 import LanceONNX
 
@@ -14,18 +15,22 @@ public enum CommandError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unknownModelFormat(let path):
-            "\(path): unknown model format; expected a .onnx file"
+            "\(path): unknown model format; expected .onnx, .h5 or .keras"
         case .dataMismatch(let path, let reason):
             "\(path): \(reason)"
         }
     }
 }
 
-/// Loads a model file by its extension.
-public func loadModel(_ path: String) throws -> Graph {
+/// Loads a model file by its extension: `.onnx`, Keras `.h5` / `.keras`, or Keras weights-only
+/// `.h5` when `architecture` (the `model.to_json()` file) is given.
+public func loadModel(_ path: String, architecture: String? = nil) throws -> Graph {
     switch URL(fileURLWithPath: path).pathExtension.lowercased() {
     case "onnx":
         return try ONNXImporter.importModel(at: path)
+    case "h5", "hdf5", "keras":
+        if let architecture { return try KerasImporter.importModel(weightsAt: path, architectureAt: architecture) }
+        return try KerasImporter.importModel(at: path)
     default:
         throw CommandError.unknownModelFormat(path: path)
     }
@@ -38,6 +43,12 @@ func reportingUnsupportedOperators<T>(_ body: () throws -> T) throws -> T {
         return try body()
     } catch let error as ONNXImportError {
         if let table = error.operatorTable {
+            FileHandle.standardError.write(Data("Error: \(error.description)\n\(table)\n".utf8))
+            throw ExitCode.failure
+        }
+        throw error
+    } catch let error as KerasImportError {
+        if let table = error.layerTable {
             FileHandle.standardError.write(Data("Error: \(error.description)\n\(table)\n".utf8))
             throw ExitCode.failure
         }

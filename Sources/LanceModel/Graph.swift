@@ -44,16 +44,43 @@ public struct Parameter: Sendable, Equatable {
     public var tensor: Tensor
     /// Whether fine-tuning may change it.
     public var trainable: Bool
-    /// The axis permutation applied at import to reach the canonical layout (`nil`: none), so an
-    /// exporter can invert it: canonical axis `i` is source axis `layoutPermutation[i]`.
-    public var layoutPermutation: [Int]?
+    /// How the canonical tensor was made from the source's array, so an exporter can invert it
+    /// exactly (`nil`: stored as in the source).
+    public var layoutChange: LayoutChange?
+    /// Whether the source has no such weight and the importer made up a constant for an operand
+    /// the source leaves implicit (a Keras BatchNormalization without scale has no gamma: 1s; a
+    /// Rescaling's factor is configuration). Synthesized parameters do not count as the model's
+    /// parameters and are not exported as weights.
+    public var synthesized: Bool
 
     /// Creates a parameter.
-    public init(name: String, tensor: Tensor, trainable: Bool = true, layoutPermutation: [Int]? = nil) {
+    public init(name: String, tensor: Tensor, trainable: Bool = true, layoutChange: LayoutChange? = nil,
+                synthesized: Bool = false) {
         self.name = name
         self.tensor = tensor
-        self.trainable = trainable
-        self.layoutPermutation = layoutPermutation
+        self.trainable = trainable && !synthesized
+        self.layoutChange = layoutChange
+        self.synthesized = synthesized
+    }
+}
+
+/// A layout change applied at import: the source array is viewed with `sourceShape`, its axes are
+/// permuted (canonical axis `i` is source axis `permutation[i]`), and the result is viewed with the
+/// canonical shape.
+///
+/// Examples: a Keras Conv2D kernel HWIO → OIHW is `sourceShape [kH, kW, I, O]`, `permutation
+/// [3, 2, 0, 1]`; the rows of a Dense kernel after an NHWC Flatten, `[H·W·C, out]` → `[C·H·W, out]`,
+/// are `sourceShape [H, W, C, out]`, `permutation [2, 0, 1, 3]`.
+public struct LayoutChange: Sendable, Equatable {
+    /// The shape the source array is viewed with before permuting.
+    public var sourceShape: [Int]
+    /// The axis permutation.
+    public var permutation: [Int]
+
+    /// Creates a layout change.
+    public init(sourceShape: [Int], permutation: [Int]) {
+        self.sourceShape = sourceShape
+        self.permutation = permutation
     }
 }
 
@@ -245,5 +272,46 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
         case .inputShapeMismatch(let input, let expected, let actual):
             "input '\(input)' has shape \(actual), but the model expects \(expected)"
         }
+    }
+}
+
+extension LayoutChange {
+    /// The permuted shape (before any final reshape).
+    public var permutedShape: [Int] { permutation.map { sourceShape[$0] } }
+
+    /// Applies the change to a source array in row-major order.
+    public func apply(to source: [Float]) -> [Float] {
+        Self.permute(source, shape: sourceShape, permutation: permutation)
+    }
+
+    /// Undoes the change: from canonical elements back to the source array's order.
+    public func invert(_ canonical: [Float]) -> [Float] {
+        var inverse = [Int](repeating: 0, count: permutation.count)
+        for (axis, source) in permutation.enumerated() { inverse[source] = axis }
+        return Self.permute(canonical, shape: permutedShape, permutation: inverse)
+    }
+
+    static func permute(_ values: [Float], shape: [Int], permutation: [Int]) -> [Float] {
+        let rank = shape.count
+        var strides = [Int](repeating: 1, count: rank)
+        for axis in stride(from: rank - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }
+        let outputShape = permutation.map { shape[$0] }
+        let outputStrides = permutation.map { strides[$0] }
+        var result = [Float](repeating: 0, count: values.count)
+        var index = [Int](repeating: 0, count: rank)
+        var source = 0
+        for position in 0..<values.count {
+            result[position] = values[source]
+            var axis = rank - 1
+            while axis >= 0 {
+                index[axis] += 1
+                source += outputStrides[axis]
+                if index[axis] < outputShape[axis] { break }
+                source -= outputStrides[axis] * outputShape[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+        return result
     }
 }

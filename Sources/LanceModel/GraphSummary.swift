@@ -19,7 +19,7 @@ public struct GraphSummary: Sendable, Equatable {
     public var batchSize: Int
     /// One row per node, in execution order.
     public var layers: [LayerSummary]
-    /// All parameter elements.
+    /// All parameter elements (synthesized constants excluded).
     public var parameterCount: Int
     /// Parameter elements marked trainable.
     public var trainableParameterCount: Int
@@ -38,7 +38,7 @@ extension Graph {
         var layers: [LayerSummary] = []
         for node in nodes {
             var parameterCount = 0
-            for input in node.inputs where parameters[input] != nil && !counted.contains(input) {
+            for input in node.inputs where parameters[input].map({ !$0.synthesized }) == true && !counted.contains(input) {
                 counted.insert(input)
                 parameterCount += parameters[input]?.tensor.count ?? 0
             }
@@ -50,7 +50,7 @@ extension Graph {
         }
         return GraphSummary(
             batchSize: batchSize, layers: layers,
-            parameterCount: self.parameters.reduce(0) { $0 + $1.tensor.count },
+            parameterCount: self.parameters.filter { !$0.synthesized }.reduce(0) { $0 + $1.tensor.count },
             trainableParameterCount: self.parameters.filter(\.trainable).reduce(0) { $0 + $1.tensor.count },
             multiplyAccumulates: layers.reduce(0) { $0 + $1.multiplyAccumulates },
             outputShapes: Dictionary(outputs.map { ($0.name, shapes[$0.name] ?? []) }, uniquingKeysWith: { a, _ in a }))

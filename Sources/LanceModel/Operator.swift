@@ -198,6 +198,9 @@ public enum Activation: Sendable, Equatable {
     case hardSwish
     /// `tanh(x)`.
     case tanh
+    /// Keras's general `ReLU` layer: `min(x, maximum)` for `x ≥ threshold`, else
+    /// `negativeSlope · (x − threshold)` (no single ONNX operator computes it).
+    case thresholdedReLU(threshold: Float, negativeSlope: Float, maximum: Float)
 
     /// The ONNX operator type of this activation.
     public var opType: String {
@@ -209,6 +212,7 @@ public enum Activation: Sendable, Equatable {
         case .hardSigmoid: "HardSigmoid"
         case .hardSwish: "HardSwish"
         case .tanh: "Tanh"
+        case .thresholdedReLU: "KerasReLU"
         }
     }
 
@@ -223,6 +227,8 @@ public enum Activation: Sendable, Equatable {
         case .hardSigmoid(let alpha, let beta): return max(0, min(1, alpha * x + beta))
         case .hardSwish: return x * max(0, min(1, x / 6 + 0.5))
         case .tanh: return tanhf(x)
+        case .thresholdedReLU(let threshold, let negativeSlope, let maximum):
+            return x >= threshold ? min(x, maximum) : negativeSlope * (x - threshold)
         }
     }
 }

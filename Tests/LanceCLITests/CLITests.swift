@@ -123,3 +123,44 @@ struct SampleCLITests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["data.npy"])
     }
 }
+
+@Suite("lance-inspect and lance-eval on Keras files")
+struct KerasCLITests {
+    static func sample(_ name: String) -> String {
+        Fixtures.projectRoot.appendingPathComponent("Samples/keras/\(name)").path
+    }
+
+    @Test("eval --input-layout nhwc on a .keras archive equals Keras's predictions")
+    func evalNHWC() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let outputs = folder.appendingPathComponent("out.npy").path
+        let result = try runTool("lance-eval", [Self.sample("functional_branches.keras"), "--data",
+                                                Self.sample("functional_branches_input.npy"), "--input-layout", "nhwc",
+                                                "--dump-outputs", outputs])
+        #expect(result.status == 0, "\(result.stderr)")
+        let expected = try NPY.read(Self.sample("functional_branches_expected.npy")).tensor
+        #expect(try NPY.read(outputs).tensor.isClose(to: expected, absolute: 1e-5, relative: 1e-4))
+    }
+
+    @Test("inspect shows Keras's parameter count")
+    func inspectCount() throws {
+        let result = try runTool("lance-inspect", [Self.sample("conv_layers.h5")])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("format    keras-h5, Keras 3.15.1"))
+        #expect(result.stdout.contains("totals    29 layers, 1,829 parameters"))
+    }
+
+    @Test("malformed Keras files: one error line, no HDF5 dump, exit 1")
+    func malformedQuiet() throws {
+        for file in ["not_hdf5.h5", "truncated.h5", "missing_model_weights.h5", "wrong_weight_shape.h5"] {
+            let result = try runTool("lance-inspect", [Self.sample(file)])
+            #expect(result.status == 1, "\(file)")
+            #expect(!result.stderr.contains("HDF5-DIAG"), "\(file): \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "\(file): \(result.stderr)")
+        }
+        let unknown = try runTool("lance-inspect", [Self.sample("unknown_layer.h5")])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("FancyLayer | 1     | leaky_re_lu | not implemented"))
+    }
+}
