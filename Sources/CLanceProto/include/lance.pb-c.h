@@ -1,0 +1,1 @@
+/* placeholder until Schemas/generate.sh runs */

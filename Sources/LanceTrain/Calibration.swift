@@ -1,0 +1,1 @@
+// Calibration lives here.
