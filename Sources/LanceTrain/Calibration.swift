@@ -1,1 +1,197 @@
-// Calibration lives here.
+import LanceCore
+import LanceLinalg
+import LanceModel
+import LanceNN
+import LanceRuntime
+
+/// How the mode Gram matrices of successive batches are combined.
+public enum GramAccumulation: String, Sendable, CaseIterable {
+    /// `F = Σ_k X_(n),k X_(n),kᵀ` over all batches (the default).
+    case plainSum = "plain-sum"
+    /// The authors' running average `F ← (cnt·F + G)/(cnt + n_dim)`, `cnt += n_dim`, which weighs
+    /// the first batch `n_dim` times more than each later one (method section 4); for replicating
+    /// their numbers.
+    case referenceWeighting = "reference-weighting"
+}
+
+/// Settings of one calibration pass.
+public struct CalibrationOptions: Sendable {
+    /// The energy threshold ε: each mode keeps the smallest rank whose cumulative normalised
+    /// eigenvalue exceeds it.
+    public var energy: Float
+    /// How batches are combined.
+    public var accumulation: GramAccumulation
+
+    /// Creates calibration settings (ε = 0.7 and plain sums by default, the paper's recipe).
+    public init(energy: Float = 0.7, accumulation: GramAccumulation = .plainSum) {
+        self.energy = energy
+        self.accumulation = accumulation
+    }
+}
+
+/// The rank rule of LANCE fine-tuning: `r = #{k : Σ_{i≤k} λ̄_i ≤ ε} + 1`, capped at the dimension —
+/// the smallest rank whose cumulative normalised energy exceeds ε.
+public func lanceRank(normalisedSpectrum spectrum: [Float], energy: Float) -> Int {
+    var cumulative: Double = 0
+    var count = 0
+    for value in spectrum {
+        cumulative += Double(value)
+        if cumulative <= Double(energy) { count += 1 } else { break }
+    }
+    return min(count + 1, spectrum.count)
+}
+
+/// Accumulates the mode Gram matrices `X_(n) X_(n)ᵀ` of one layer's input as batches stream by
+/// (never keeping the activations), then decomposes them.
+///
+/// The mode-n unfolding moves axis n to the front: for a convolution input `[B, C, H, W]` the
+/// Gram matrices are `B×B`, `C×C`, `H×H` and `W×W`; for a linear input `[B, I]`, `B×B` and `I×I`.
+/// Products run through `cblas_sgemm`; sums are kept in double precision.
+public struct ModeGramAccumulator: Sendable {
+    /// The input shape every batch must have.
+    public let shape: [Int]
+    /// The Gram matrices, one `d×d` row-major matrix per mode.
+    public private(set) var grams: [[Double]]
+    /// Batches added so far.
+    public private(set) var batches = 0
+    private let accumulation: GramAccumulation
+    private var counts: [Int]
+
+    /// Creates an empty accumulator for inputs of `shape`.
+    public init(shape: [Int], accumulation: GramAccumulation = .plainSum) {
+        self.shape = shape
+        self.accumulation = accumulation
+        grams = shape.map { [Double](repeating: 0, count: $0 * $0) }
+        counts = [Int](repeating: 0, count: shape.count)
+    }
+
+    /// Adds one batch's contribution to every mode.
+    ///
+    /// - Precondition: `input.shape == shape`.
+    public mutating func add(_ input: Tensor) {
+        precondition(input.shape == shape, "batch shape \(input.shape) differs from the calibration shape \(shape)")
+        for mode in 0..<shape.count {
+            let gram = Self.modeGram(input, mode: mode)
+            let n = shape[mode]
+            switch accumulation {
+            case .plainSum:
+                for k in 0..<gram.count { grams[mode][k] += Double(gram[k]) }
+            case .referenceWeighting:
+                if counts[mode] == 0 {
+                    for k in 0..<gram.count { grams[mode][k] = Double(gram[k]) }
+                } else {
+                    let count = Double(counts[mode])
+                    for k in 0..<gram.count { grams[mode][k] = (count * grams[mode][k] + Double(gram[k])) / (count + Double(n)) }
+                }
+                counts[mode] += n
+            }
+        }
+        batches += 1
+    }
+
+    /// `X_(n) X_(n)ᵀ` of one tensor: the mode axis is moved to the front (a copy) unless it is
+    /// already there, then one `sgemm` of the `[d, rest]` unfolding with itself.
+    static func modeGram(_ input: Tensor, mode: Int) -> [Float] {
+        let d = input.shape[mode]
+        let rest = input.count / max(d, 1)
+        let unfolded: Tensor
+        if mode == 0 {
+            unfolded = input
+        } else {
+            var order = Array(0..<input.rank)
+            order.remove(at: mode)
+            unfolded = transpose(input, permutation: [mode] + order)
+        }
+        var gram = [Float](repeating: 0, count: d * d)
+        unfolded.withUnsafeBufferPointer { x in
+            gram.withUnsafeMutableBufferPointer { g in
+                gemm(transposeB: true, m: d, n: d, k: rest, a: x.baseAddress!, lda: rest, b: x.baseAddress!, ldb: rest,
+                     c: g.baseAddress!, ldc: d)
+            }
+        }
+        return gram
+    }
+
+    /// Eigen-decomposes every mode's Gram matrix and keeps the rank the energy rule gives.
+    public func bases(energy: Float, modeNames: [String]) throws(TrainingError) -> [ModeBasis] {
+        var result: [ModeBasis] = []
+        for (mode, gram) in grams.enumerated() {
+            let n = shape[mode]
+            let decomposition: (values: [Double], vectors: [Double])
+            do {
+                decomposition = try symmetricEigen(gram, dimension: n)
+            } catch {
+                throw .numeric(reason: "eigen-decomposition of the \(modeNames[mode]) mode failed: \(error.description)")
+            }
+            let clamped = decomposition.values.map { max($0, 0) }
+            let total = clamped.reduce(0, +)
+            let spectrum = clamped.map { Float(total > 0 ? $0 / total : 1 / Double(n)) }
+            let rank = lanceRank(normalisedSpectrum: spectrum, energy: energy)
+            var factor = [Float](repeating: 0, count: n * rank)
+            for i in 0..<n { for k in 0..<rank { factor[i * rank + k] = Float(decomposition.vectors[i * n + k]) } }
+            result.append(ModeBasis(mode: modeNames[mode], dimension: n, rank: rank,
+                                    factor: Tensor(shape: [n, rank], scalars: factor), spectrum: spectrum))
+        }
+        return result
+    }
+}
+
+/// Computes the fixed projection bases of the trained layers from calibration batches (LANCE
+/// phase I): forward passes only, the input of every trained layer captured and folded into its
+/// mode Gram matrices batch by batch, then one symmetric eigen-decomposition per mode.
+///
+/// Memory stays bounded by one batch: the graph runs with the trained layers' inputs as extra
+/// outputs, and each captured tensor is reduced to Gram matrices before the next batch.
+///
+/// - Parameters:
+///   - graph: the model.
+///   - layers: the trained layers (`Graph.trainedLayers`).
+///   - batches: input batches `[B, ...]` of equal batch size, already preprocessed.
+///   - options: ε and the accumulation rule.
+///   - progress: called after each batch with the number of batches done.
+/// - Returns: the bases of every layer (settings other than the bases are left for the caller).
+public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
+                           options: CalibrationOptions = CalibrationOptions(),
+                           progress: (Int) -> Void = { _ in }) throws(TrainingError) -> (layers: [LayerBases], batchSize: Int, batches: Int) {
+    var capture = graph
+    capture.outputs = layers.map { ValueInfo(name: $0.input, dimensions: nil) }
+    capture.nodes = Array(graph.nodes.prefix(through: graph.nodes.lastIndex { node in layers.contains { $0.input == node.output } } ?? 0))
+    let session = InferenceSession(graph: capture)
+    var accumulators: [ModeGramAccumulator] = []
+    var batchSize = 0
+    var count = 0
+    for batch in batches {
+        let captured: [String: Tensor]
+        do {
+            guard let inputName = graph.inputs.first?.name, graph.inputs.count == 1 else {
+                throw TrainingError.data(reason: "calibration needs a model with one input")
+            }
+            captured = try session.run([inputName: batch])
+        } catch let error as TrainingError {
+            throw error
+        } catch let error as ModelError {
+            throw .graph(error)
+        } catch {
+            throw .data(reason: "\(error)")
+        }
+        if count == 0 {
+            batchSize = batch.shape.first ?? 0
+            accumulators = layers.map { ModeGramAccumulator(shape: captured[$0.input]?.shape ?? [], accumulation: options.accumulation) }
+        } else if batch.shape.first != batchSize {
+            throw .data(reason: "calibration batch \(count + 1) has \(batch.shape.first ?? 0) samples, the first had \(batchSize); use equal batches (drop the last partial one)")
+        }
+        for (index, layer) in layers.enumerated() {
+            guard let input = captured[layer.input] else { continue }
+            accumulators[index].add(input)
+        }
+        count += 1
+        progress(count)
+    }
+    guard count > 0 else { throw .data(reason: "the calibration data yielded no batch") }
+    var result: [LayerBases] = []
+    for (layer, accumulator) in zip(layers, accumulators) {
+        result.append(LayerBases(layer: layer.node, inputShape: accumulator.shape,
+                                 modes: try accumulator.bases(energy: options.energy, modeNames: layer.modeNames)))
+    }
+    return (result, batchSize, count)
+}
