@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "LanceCLI", targets: ["LanceCLI"]),
         .executable(name: "lance-inspect", targets: ["lance-inspect"]),
         .executable(name: "lance-eval", targets: ["lance-eval"]),
+        .executable(name: "lance-convert", targets: ["lance-convert"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -70,6 +71,7 @@ let package = Package(
         ]),
         .executableTarget(name: "lance-inspect", dependencies: ["LanceCLI"]),
         .executableTarget(name: "lance-eval", dependencies: ["LanceCLI"]),
+        .executableTarget(name: "lance-convert", dependencies: ["LanceCLI"]),
 
         .target(name: "LanceTestSupport", dependencies: ["LanceCore"], path: "Tests/LanceTestSupport"),
         .testTarget(name: "CShimTests",
@@ -91,6 +93,6 @@ let package = Package(
                                    "LanceData", "LanceTestSupport"]),
         .testTarget(name: "LanceCLITests",
                     dependencies: ["LanceCLI", "LanceCore", "LanceData", "LanceTestSupport",
-                                   "lance-inspect", "lance-eval"]),
+                                   "lance-inspect", "lance-eval", "lance-convert"]),
     ]
 )

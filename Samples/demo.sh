@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 shared="${LANCE_SHARED:-$(cd .. && pwd)/shared}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    packages=(pkg-config libopenblas-dev liblapacke-dev libhdf5-dev libprotobuf-c-dev)
+    packages=(pkg-config libopenblas-dev liblapacke-dev libhdf5-dev libprotobuf-c-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev)
     missing=()
     for package in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -18,4 +18,5 @@ generate() { # schema-file target-module
 }
 
 generate onnx.proto CONNXProto
-echo "regenerated: Sources/CONNXProto"
+generate lance.proto CLanceProto
+echo "regenerated: Sources/CONNXProto, Sources/CLanceProto"

@@ -973,8 +973,8 @@ static const ProtobufCIntRange onnx__tensor_shape_proto__dimension__number_range
 const ProtobufCMessageDescriptor onnx__tensor_shape_proto__dimension__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "onnx.TensorShapeProto.ShapeDimension",
-  "ShapeDimension",
+  "onnx.TensorShapeProto.Dimension",
+  "Dimension",
   "Onnx__TensorShapeProto__Dimension",
   "onnx",
   sizeof(Onnx__TensorShapeProto__Dimension),

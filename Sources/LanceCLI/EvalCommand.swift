@@ -24,7 +24,7 @@ public struct EvalCommand: ParsableCommand {
             Outputs of the model's first output are written with --dump-outputs as a float32 .npy.
             """)
 
-    @Argument(help: "The model file (.onnx, Keras .h5 or .keras).")
+    @Argument(help: "The model file (.onnx, Keras .h5 or .keras) or a .lance container.")
     var model: String
 
     @Option(help: "For a Keras weights-only .h5: the architecture JSON (model.to_json()).")
@@ -52,7 +52,7 @@ public struct EvalCommand: ParsableCommand {
     }
 
     public func run() throws {
-        let graph = try reportingUnsupportedOperators { try loadModel(model, architecture: architecture) }
+        let graph = try reportingUnsupportedOperators { try loadModelOrContainer(model, architecture: architecture).graph }
         guard graph.inputs.count == 1, graph.outputs.count >= 1 else {
             throw CommandError.dataMismatch(path: model, reason: "lance-eval needs a model with one input; this one has \(graph.inputs.count)")
         }

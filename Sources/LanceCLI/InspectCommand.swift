@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LanceModel
+import LanceTrain
 
 /// `lance-inspect`: the layer table of a model.
 public struct InspectCommand: ParsableCommand {
@@ -13,7 +14,7 @@ public struct InspectCommand: ParsableCommand {
             operators when the model uses operators LANCE cannot import.
             """)
 
-    @Argument(help: "The model file (.onnx, Keras .h5 or .keras).")
+    @Argument(help: "The model file (.onnx, Keras .h5 or .keras) or a .lance container.")
     var model: String
 
     @Option(help: "For a Keras weights-only .h5: the architecture JSON (model.to_json()).")
@@ -22,24 +23,52 @@ public struct InspectCommand: ParsableCommand {
     @Flag(help: "Print the same data as JSON.")
     var json = false
 
-    @Option(help: "Batch size for output shapes and MACs.")
-    var batchSize = 1
+    @Option(help: "Batch size for output shapes, MACs and activation memory (default: 1, or the calibration batch size).")
+    var batchSize: Int?
+
+    @Option(help: "Input height and width for the accounting, e.g. 224,224 (default: the model's).")
+    var inputSize: String?
+
+    @Option(help: "Layers to account for: last:K (the last K convolutions with groups 1, plus the head) or node names.")
+    var trainLayers: String?
+
+    @Flag(help: "Show every mode's basis: dimension, rank, energy kept and the leading spectrum.")
+    var bases = false
 
     public init() {}
 
     public func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let inputSize, parseSize(inputSize) == nil { throw ValidationError("--input-size must be HEIGHT,WIDTH, e.g. 224,224") }
+        if let trainLayers { _ = try LayerSelection(parsing: trainLayers) }
     }
 
     public func run() throws {
-        let graph = try reportingUnsupportedOperators { try loadModel(model, architecture: architecture) }
-        let report = try ModelReport(graph: graph, path: model, batchSize: batchSize)
+        let loaded = try reportingUnsupportedOperators { try loadModelOrContainer(model, architecture: architecture) }
+        let calibration = loaded.container?.calibration
+        let batch = batchSize ?? calibration?.batchSize ?? 1
+        var report = try ModelReport(graph: loaded.graph, path: model, batchSize: batch)
+        report.container = loaded.container.map { ContainerReport($0) }
+        let selection: LayerSelection?
+        if let trainLayers {
+            selection = try LayerSelection(parsing: trainLayers)
+        } else if let calibration {
+            selection = .names(calibration.layers.map(\.layer))
+        } else {
+            selection = nil
+        }
+        if let selection {
+            let layers = try loaded.graph.trainedLayers(selection)
+            let accounting = try loaded.graph.accounting(for: layers, batchSize: batch, inputSize: inputSize.flatMap(parseSize),
+                                                         calibration: calibration)
+            report.training = TrainingReport(selection: selection.description, batchSize: batch, layers: accounting)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print(report.text)
+            print(report.text(showBases: bases))
         }
     }
 }
@@ -68,6 +97,8 @@ struct ModelReport: Codable {
     var trainableParameters: Int
     var parameterBytes: Int
     var totalMACs: Int
+    var container: ContainerReport?
+    var training: TrainingReport?
 
     init(graph: Graph, path: String, batchSize: Int) throws {
         let summary = try graph.summary(batchSize: batchSize)
@@ -89,7 +120,7 @@ struct ModelReport: Codable {
         totalMACs = summary.multiplyAccumulates
     }
 
-    var text: String {
+    func text(showBases: Bool) -> String {
         var lines: [String] = []
         lines.append("model     \(file)")
         let extra = details.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
@@ -108,6 +139,98 @@ struct ModelReport: Codable {
         let mib = String(Double(parameterBytes) / 1_048_576, decimals: 2)
         lines.append("totals    \(layers.count) layers, \(grouped(totalParameters)) parameters (\(mib) MiB float32; "
                      + "\(grouped(trainableParameters)) trainable), \(abbreviated(totalMACs)) MACs at batch \(batchSize)")
+        if let container { lines += [""] + container.lines }
+        if let training { lines += [""] + training.lines(showBases: showBases) }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// `224,224` as `[224, 224]`.
+func parseSize(_ text: String) -> [Int]? {
+    let values = text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    return values.count == 2 && values.allSatisfy({ $0 > 0 }) ? values : nil
+}
+
+/// The trained layers' activation memory and weight-gradient cost (method sections 3.4–3.5).
+struct TrainingReport: Codable {
+    struct Mode: Codable {
+        var mode: String
+        var dimension: Int
+        var rank: Int
+        var energyKept: Float
+        var leadingSpectrum: [Float]
+    }
+
+    struct Layer: Codable {
+        var name: String
+        var kind: String
+        var isHead: Bool
+        var inputShape: [Int]
+        var fullMiB: Double
+        var lanceMiB: Double?
+        var compressionRatio: Double?
+        var modes: [Mode]
+        var fullMACs: Int
+        var fullWeightGradientMACs: Int
+        var lanceMACs: Int?
+        var lanceWeightGradientMACs: Int?
+    }
+
+    var selection: String
+    var batchSize: Int
+    var layers: [Layer]
+    /// Sums over the trained convolutions (the paper's tables), and over all trained layers.
+    var convolutionFullMiB: Double
+    var convolutionLanceMiB: Double?
+    var totalFullMiB: Double
+    var totalLanceMiB: Double?
+    var totalCompressionRatio: Double?
+
+    init(selection: String, batchSize: Int, layers accounting: [LayerAccounting]) {
+        self.selection = selection
+        self.batchSize = batchSize
+        layers = accounting.map { record in
+            Layer(name: record.layer, kind: record.kind.rawValue, isHead: record.isHead, inputShape: record.inputShape,
+                  fullMiB: Double(record.fullBytes) / bytesPerMiB, lanceMiB: record.lanceBytes.map { Double($0) / bytesPerMiB },
+                  compressionRatio: record.compressionRatio,
+                  modes: record.modes.map { Mode(mode: $0.mode, dimension: $0.dimension, rank: $0.rank, energyKept: $0.energyKept,
+                                                 leadingSpectrum: Array($0.spectrum.prefix(8))) },
+                  fullMACs: record.fullMACs, fullWeightGradientMACs: record.fullWeightGradientMACs,
+                  lanceMACs: record.lanceMACs, lanceWeightGradientMACs: record.lanceWeightGradientMACs)
+        }
+        let convolutions = layers.filter { $0.kind != "linear" }
+        convolutionFullMiB = convolutions.reduce(0) { $0 + $1.fullMiB }
+        convolutionLanceMiB = convolutions.allSatisfy({ $0.lanceMiB != nil }) && !convolutions.isEmpty
+            ? convolutions.reduce(0) { $0 + ($1.lanceMiB ?? 0) } : nil
+        totalFullMiB = layers.reduce(0) { $0 + $1.fullMiB }
+        totalLanceMiB = layers.allSatisfy({ $0.lanceMiB != nil }) ? layers.reduce(0) { $0 + ($1.lanceMiB ?? 0) } : nil
+        totalCompressionRatio = totalLanceMiB.map { totalFullMiB / max($0, 1e-12) }
+    }
+
+    func lines(showBases: Bool) -> [String] {
+        func mib(_ value: Double?) -> String { value.map { String($0, decimals: 2) } ?? "-" }
+        var lines = ["trained layers (\(selection)) at batch \(batchSize): activation memory kept for the weight gradient, float32 MiB"]
+        let rows = layers.map { layer -> [String] in
+            [layer.name + (layer.isHead ? " (head)" : ""), layer.kind, shapeText(layer.inputShape),
+             layer.modes.isEmpty ? "-" : layer.modes.map { "\($0.dimension)→\($0.rank)" }.joined(separator: " "),
+             mib(layer.fullMiB), mib(layer.lanceMiB), layer.compressionRatio.map { String($0, decimals: 1) + "x" } ?? "-",
+             abbreviated(layer.fullWeightGradientMACs), layer.lanceWeightGradientMACs.map(abbreviated) ?? "-"]
+        }
+        lines.append(renderTable(header: ["layer", "kind", "input", "ranks (dim→rank)", "full MiB", "LANCE MiB", "ratio",
+                                           "full wgrad MACs", "LANCE wgrad MACs"], rows: rows, rightAligned: [4, 5, 6, 7, 8]))
+        lines.append("totals    convolutions \(mib(convolutionFullMiB)) MiB full, \(mib(convolutionLanceMiB)) MiB LANCE; "
+                     + "all trained layers \(mib(totalFullMiB)) MiB full, \(mib(totalLanceMiB)) MiB LANCE"
+                     + (totalCompressionRatio.map { " (\(String($0, decimals: 1))x)" } ?? ""))
+        if showBases {
+            for layer in layers where !layer.modes.isEmpty {
+                lines.append("")
+                lines.append("bases of \(layer.name)")
+                lines.append(renderTable(header: ["mode", "dimension", "rank", "energy kept", "leading normalised eigenvalues"],
+                                         rows: layer.modes.map { [$0.mode, "\($0.dimension)", "\($0.rank)", String(Double($0.energyKept), decimals: 4),
+                                                                 $0.leadingSpectrum.map { String(Double($0), decimals: 4) }.joined(separator: " ")] },
+                                         rightAligned: [1, 2, 3]))
+            }
+        }
+        return lines
     }
 }

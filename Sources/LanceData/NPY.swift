@@ -1,25 +1,6 @@
 import Foundation
 import LanceCore
 
-/// Why a NumPy file could not be read or written.
-public enum DataError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The file cannot be opened or read.
-    case unreadableFile(path: String, reason: String)
-    /// The file is not a valid `.npy` array of a supported type.
-    case invalidNPY(path: String, reason: String)
-    /// The output cannot be written.
-    case unwritableFile(path: String, reason: String)
-
-    /// One sentence a user can act on.
-    public var description: String {
-        switch self {
-        case .unreadableFile(let path, let reason): "\(path): cannot read the file: \(reason)"
-        case .invalidNPY(let path, let reason): "\(path): not a usable .npy array: \(reason)"
-        case .unwritableFile(let path, let reason): "\(path): cannot write the file: \(reason)"
-        }
-    }
-}
-
 /// An array read from a NumPy `.npy` file (format versions 1.0 to 3.0, C order, little endian).
 public struct NPYArray: Sendable, Equatable {
     /// The array's extents.
@@ -42,28 +23,46 @@ public enum NPY {
     ///
     /// - Throws: `DataError` naming the file and what is wrong (magic, header, type, size).
     public static func read(_ path: String) throws(DataError) -> NPYArray {
-        let bytes: [UInt8]
+        let data: Data
         do {
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe))
+            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
         } catch {
             throw .unreadableFile(path: path, reason: FileManager.default.fileExists(atPath: path) ? error.localizedDescription : "no such file")
         }
+        let (array, dtype) = try parse(data, path: path)
+        var result = NPYArray(shape: array.shape, dtype: dtype, floats: [], integers: nil)
+        if array.elementType.isInteger {
+            let integers = array.integers(0..<array.elementCount)
+            result.integers = integers
+            result.floats = integers.map { Float($0) }
+        } else {
+            result.floats = array.floats(0..<array.elementCount)
+        }
+        return result
+    }
+
+    /// The array in `.npy` bytes, kept as bytes, and its NumPy type string.
+    ///
+    /// - Parameter path: the file (and entry) named in errors.
+    static func parse(_ bytes: Data, path: String) throws(DataError) -> (array: NumericArray, dtype: String) {
         func fail(_ reason: String) -> DataError { .invalidNPY(path: path, reason: reason) }
-        guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1...5]) == Array("NUMPY".utf8) else {
+        let start = bytes.startIndex
+        func byte(_ index: Int) -> UInt8 { bytes[start + index] }
+        guard bytes.count >= 10, byte(0) == 0x93, (1...5).map(byte) == Array("NUMPY".utf8) else {
             throw fail("missing the \\x93NUMPY magic")
         }
-        let major = bytes[6]
+        let major = byte(6)
         let headerLength: Int, headerStart: Int
         switch major {
-        case 1: headerLength = Int(bytes[8]) | Int(bytes[9]) << 8; headerStart = 10
+        case 1: headerLength = Int(byte(8)) | Int(byte(9)) << 8; headerStart = 10
         case 2, 3:
             guard bytes.count >= 12 else { throw fail("truncated header") }
-            headerLength = (8...11).reduce(0) { $0 | Int(bytes[$1]) << (8 * ($1 - 8)) }
+            headerLength = (8...11).reduce(0) { $0 | Int(byte($1)) << (8 * ($1 - 8)) }
             headerStart = 12
         default: throw fail("format version \(major) is not supported")
         }
         guard headerStart + headerLength <= bytes.count else { throw fail("truncated header") }
-        let header = String(decoding: bytes[headerStart..<(headerStart + headerLength)], as: UTF8.self)
+        let header = String(decoding: bytes[(start + headerStart)..<(start + headerStart + headerLength)], as: UTF8.self)
         guard let dtype = field("descr", in: header).map({ $0.trimmingCharacters(in: CharacterSet(charactersIn: "'\" ")) }) else {
             throw fail("header has no 'descr'")
         }
@@ -80,36 +79,29 @@ public enum NPY {
                 guard let value = Int(text), value >= 0 else { throw fail("invalid shape entry '\(text)'") }
                 return value
             }
-        let count = shape.reduce(1, *)
-        let body = Array(bytes[(headerStart + headerLength)...])
         guard dtype.count >= 3, let size = Int(dtype.dropFirst(2)) else { throw fail("unsupported dtype '\(dtype)'") }
         let order = dtype.first!, kind = dtype[dtype.index(after: dtype.startIndex)]
-        guard order == "<" || order == "|" || (order == "=" ) else {
+        guard order == "<" || order == "|" || order == "=" else {
             throw fail("big-endian dtype '\(dtype)' is not supported")
         }
-        guard body.count >= count * size else {
-            throw fail("holds \(body.count) data bytes but shape \(shape) of \(dtype) needs \(count * size)")
-        }
-        func load<T: FixedWidthInteger>(_: T.Type) -> [T] {
-            body.withUnsafeBytes { raw in (0..<count).map { T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * size, as: T.self)) } }
-        }
-        var array = NPYArray(shape: shape, dtype: dtype, floats: [], integers: nil)
+        let elementType: ElementType
         switch (kind, size) {
-        case ("f", 4): array.floats = load(UInt32.self).map { Float(bitPattern: $0) }
-        case ("f", 8): array.floats = load(UInt64.self).map { Float(Double(bitPattern: $0)) }
-        case ("f", 2): array.floats = load(UInt16.self).map { Float(Float16Bits($0)) }
-        case ("i", 1): array.integers = load(Int8.self).map { Int($0) }
-        case ("i", 2): array.integers = load(Int16.self).map { Int($0) }
-        case ("i", 4): array.integers = load(Int32.self).map { Int($0) }
-        case ("i", 8): array.integers = load(Int64.self).map { Int($0) }
-        case ("u", 1), ("b", 1): array.integers = load(UInt8.self).map { Int($0) }
-        case ("u", 2): array.integers = load(UInt16.self).map { Int($0) }
-        case ("u", 4): array.integers = load(UInt32.self).map { Int($0) }
-        case ("u", 8): array.integers = load(UInt64.self).map { Int(truncatingIfNeeded: $0) }
+        case ("f", 2), ("f", 4), ("f", 8): elementType = .float(bytes: size)
+        case ("i", 1), ("i", 2), ("i", 4), ("i", 8): elementType = .signed(bytes: size)
+        case ("u", 1), ("u", 2), ("u", 4), ("u", 8): elementType = .unsigned(bytes: size)
+        case ("b", 1): elementType = .bool
         default: throw fail("unsupported dtype '\(dtype)'")
         }
-        if let integers = array.integers { array.floats = integers.map { Float($0) } }
-        return array
+        let (count, overflow) = shape.reduce((1, false)) { partial, extent in
+            let product = partial.0.multipliedReportingOverflow(by: extent)
+            return (product.partialValue, partial.1 || product.overflow)
+        }
+        let body = bytes.count - headerStart - headerLength
+        guard !overflow, count <= body / size else {
+            throw fail("holds \(body) data bytes but shape \(shape) of \(dtype) needs \(overflow ? "more" : String(count * size))")
+        }
+        return (NumericArray(storage: bytes, offset: headerStart + headerLength, shape: shape, elementType: elementType,
+                             bigEndian: false), dtype)
     }
 
     private static func field(_ key: String, in header: String) -> String? {
@@ -157,14 +149,4 @@ public func writeAtomically(_ bytes: [UInt8], to path: String) throws(DataError)
         try? FileManager.default.removeItem(at: temporary)
         throw .unwritableFile(path: path, reason: reason)
     }
-}
-
-/// IEEE half-precision bits to float.
-private func Float16Bits(_ bits: UInt16) -> Float {
-    let sign: Float = bits & 0x8000 != 0 ? -1 : 1
-    let exponent = Int(bits >> 10) & 0x1f
-    let mantissa = Float(bits & 0x3ff)
-    if exponent == 0 { return sign * mantissa * 0x1p-24 }
-    if exponent == 0x1f { return mantissa == 0 ? sign * .infinity : .nan }
-    return sign * (1 + mantissa / 1024) * Float(sign: .plus, exponent: exponent - 15, significand: 1)
 }

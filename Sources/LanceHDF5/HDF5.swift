@@ -175,6 +175,40 @@ public struct HDF5Dataset: HDF5Object, @unchecked Sendable {
         return values
     }
 
+    /// The elements of rows `rows` along the first axis (all of every other axis), converted to
+    /// float32 by HDF5, in row-major order: `rows.count × shape[1...].product` values. Reads only
+    /// those rows from the file. Wraps `H5Sselect_hyperslab` and `H5Dread`.
+    ///
+    /// - Throws: `HDF5Error.wrongType` for a scalar dataset or rows outside `0..<shape[0]`;
+    ///   `HDF5Error.readFailed` when HDF5 cannot read them.
+    public func readFloats(rows: Range<Int>) throws(HDF5Error) -> [Float] {
+        let extents = try shape()
+        guard let rowCount = extents.first, rows.lowerBound >= 0, rows.upperBound <= rowCount else {
+            throw .wrongType(path: file.path, object: name, expected: "an array with rows \(rows.lowerBound)..<\(rows.upperBound)")
+        }
+        let rowSize = extents.dropFirst().reduce(1, *)
+        var values = [Float](repeating: 0, count: rows.count * rowSize)
+        guard !rows.isEmpty, rowSize > 0 else { return values }
+        let status: herr_t = withHDF5 {
+            let fileSpace = H5Dget_space(handle.id)
+            guard fileSpace >= 0 else { return -1 }
+            defer { H5Sclose(fileSpace) }
+            var start = [hsize_t](repeating: 0, count: extents.count)
+            var count = extents.map { hsize_t($0) }
+            start[0] = hsize_t(rows.lowerBound)
+            count[0] = hsize_t(rows.count)
+            guard H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, start, nil, count, nil) >= 0 else { return -1 }
+            let memorySpace = H5Screate_simple(Int32(count.count), count, nil)
+            guard memorySpace >= 0 else { return -1 }
+            defer { H5Sclose(memorySpace) }
+            return values.withUnsafeMutableBytes {
+                H5Dread(handle.id, lance_h5t_native_float(), memorySpace, fileSpace, lance_h5p_default(), $0.baseAddress)
+            }
+        }
+        guard status >= 0 else { throw .readFailed(path: file.path, object: name) }
+        return values
+    }
+
     /// All elements converted to 64-bit integers by HDF5, in row-major order. Wraps `H5Dread`.
     public func readIntegers() throws(HDF5Error) -> [Int] {
         let count = try shape().reduce(1, *)

@@ -41,4 +41,32 @@ public enum BLASThreads {
     public static func set(_ count: Int) {
         openblas_set_num_threads(Int32(max(1, count)))
     }
+
+    /// Runs `body` with OpenBLAS limited to one thread, so that the caller can run several
+    /// `gemm` calls side by side on its own worker threads (`parallelFor`) without OpenBLAS's
+    /// threads competing with them or serialising the calls. OpenBLAS's thread count is one
+    /// process-wide setting: while any `withSingleThread` is running (calls may nest and overlap
+    /// across threads), every `gemm` in the process is single-threaded; the count in force
+    /// before the first one is restored when the last one returns.
+    public static func withSingleThread<R>(_ body: () throws -> R) rethrows -> R {
+        singleThreadScope.withLock {
+            if singleThreadDepth == 0 {
+                singleThreadSaved = count
+                if singleThreadSaved != 1 { set(1) }
+            }
+            singleThreadDepth += 1
+        }
+        defer {
+            singleThreadScope.withLock {
+                singleThreadDepth -= 1
+                if singleThreadDepth == 0 && singleThreadSaved != 1 { set(singleThreadSaved) }
+            }
+        }
+        return try body()
+    }
+
+    private static let singleThreadScope = PThreadMutex()
+    // Guarded by singleThreadScope.
+    nonisolated(unsafe) private static var singleThreadDepth = 0
+    nonisolated(unsafe) private static var singleThreadSaved = 1
 }

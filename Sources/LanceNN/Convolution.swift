@@ -12,11 +12,34 @@ import LanceModel
 ///
 /// Depthwise convolutions (`groups == C`) run as a direct loop over output planes, split across
 /// cores; all others as im2col followed by `cblas_sgemm` per image and group (1×1 stride-1
-/// unpadded convolutions skip im2col: the input plane already is the column matrix).
+/// unpadded convolutions skip im2col: the input plane already is the column matrix). The GEMM is
+/// cut into tiles of output columns (or, for small planes, of output channels) that the cores
+/// share, each tile multiplied by a single-threaded `sgemm` and finished (bias, activation) while
+/// it is still in the cache.
 ///
 /// - Precondition: shapes were checked by shape inference (`Operator.outputShape`).
 public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution,
                    activation: Activation? = nil) -> Tensor {
+    convolve(input, weight: weight, bias: bias, convolution: convolution, activation: activation, residual: nil)
+}
+
+/// 2-D convolution forward followed by the element-wise addition of a tensor of the output's
+/// shape (a residual connection), in one pass:
+///
+/// ```
+/// Y[n, m, oh, ow] = R[n, m, oh, ow] + B[m] + Σ_{c, i, j} W[m, c, i, j] · Xpad[n, g·Cg + c, oh·sH + i·dH, ow·sW + j·dW]
+/// ```
+/// Shapes as in `conv2d(_:weight:bias:convolution:activation:)`; `residual` is `[N, M, H', W']`.
+/// The GEMM path starts each output tile from `R + B` and lets `sgemm` accumulate onto it.
+///
+/// - Precondition: shapes were checked by shape inference, and `residual.shape` is the output shape.
+public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution,
+                   adding residual: Tensor) -> Tensor {
+    convolve(input, weight: weight, bias: bias, convolution: convolution, activation: nil, residual: residual)
+}
+
+private func convolve(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution,
+                      activation: Activation?, residual: Tensor?) -> Tensor {
     let (batch, channels, height, width) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let outputChannels = weight.shape[0]
     let window = convolution.window
@@ -29,19 +52,41 @@ public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: 
         strideHeight: window.strides[0], strideWidth: window.strides[1],
         dilationHeight: window.dilations[0], dilationWidth: window.dilations[1],
         padTop: pads.top, padLeft: pads.left)
+    precondition(residual == nil || residual!.shape == outputShape,
+                 "residual shape \(residual!.shape) differs from the convolution output \(outputShape)")
     if convolution.groups == channels && weight.shape[1] == 1 {
-        return depthwiseConv2d(input, weight: weight, bias: bias, geometry: geometry, outputShape: outputShape,
-                               activation: activation)
+        var result = depthwiseConv2d(input, weight: weight, bias: bias, geometry: geometry, outputShape: outputShape,
+                                     activation: activation)
+        if let residual {
+            result.withUnsafeMutableBufferPointer { y in
+                residual.withUnsafeBufferPointer { r in
+                    for k in 0..<y.count { y[k] += r[k] }
+                }
+            }
+        }
+        return result
     }
     return Tensor(shape: outputShape) { out in
         input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
-                convolveByGEMM(x: x.baseAddress!, w: w.baseAddress!, y: out.baseAddress!, batch: batch,
-                               channels: channels, outputChannels: outputChannels, groups: convolution.groups,
-                               geometry: geometry, bias: bias, activation: activation)
+                withOptionalBuffer(bias) { b in
+                    withOptionalBuffer(residual) { r in
+                        let job = GEMMConvolution(
+                            x: x.baseAddress!, w: w.baseAddress!, y: out.baseAddress!, bias: b, residual: r,
+                            batch: batch, channels: channels, outputChannels: outputChannels,
+                            groups: convolution.groups, geometry: geometry, activation: activation)
+                        job.run()
+                    }
+                }
             }
         }
     }
+}
+
+@inline(__always)
+private func withOptionalBuffer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+    guard let tensor else { return body(nil) }
+    return tensor.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// Sizes of one input plane, one output plane and the sliding window between them.
@@ -76,30 +121,44 @@ struct PlaneGeometry {
 /// Writes the im2col matrix `[Cg·kH·kW, H'·W']` of `channelCount` channels starting at `x`.
 @inline(__always)
 func im2col(_ x: UnsafePointer<Float>, channelCount: Int, geometry g: PlaneGeometry, into columns: UnsafeMutablePointer<Float>) {
-    let plane = g.outputPlane
+    im2col(x, channelCount: channelCount, geometry: g, pixels: 0..<g.outputPlane, into: columns)
+}
+
+/// Writes the columns `pixels` (output pixels `oh·W' + ow`) of the im2col matrix
+/// `[Cg·kH·kW, H'·W']` of `channelCount` channels starting at `x`, as a
+/// `[Cg·kH·kW, pixels.count]` matrix.
+func im2col(_ x: UnsafePointer<Float>, channelCount: Int, geometry g: PlaneGeometry, pixels: Range<Int>,
+            into columns: UnsafeMutablePointer<Float>) {
+    let width = pixels.count
+    guard width > 0 else { return }
+    let firstRow = pixels.lowerBound / g.outputWidth
+    let lastRow = (pixels.upperBound - 1) / g.outputWidth
     for c in 0..<channelCount {
         let source = x + c * g.inputPlane
         for i in 0..<g.kernelHeight {
             for j in 0..<g.kernelWidth {
-                let row = columns + ((c * g.kernelHeight + i) * g.kernelWidth + j) * plane
+                let row = columns + ((c * g.kernelHeight + i) * g.kernelWidth + j) * width
                 let valid = g.validColumns(kernelColumn: j)
                 let columnOffset = j * g.dilationWidth - g.padLeft
-                for oh in 0..<g.outputHeight {
-                    let target = row + oh * g.outputWidth
+                for oh in firstRow...lastRow {
+                    // The part of output row `oh` inside `pixels`.
+                    let from = oh == firstRow ? pixels.lowerBound - oh * g.outputWidth : 0
+                    let to = oh == lastRow ? pixels.upperBound - oh * g.outputWidth : g.outputWidth
+                    let target = row + (oh * g.outputWidth - pixels.lowerBound)
                     let ih = oh * g.strideHeight - g.padTop + i * g.dilationHeight
-                    if ih < 0 || ih >= g.inputHeight || valid.isEmpty {
-                        target.update(repeating: 0, count: g.outputWidth)
+                    let lower = max(from, valid.lowerBound)
+                    let upper = min(to, valid.upperBound)
+                    if ih < 0 || ih >= g.inputHeight || lower >= upper {
+                        (target + from).update(repeating: 0, count: to - from)
                         continue
                     }
-                    if valid.lowerBound > 0 { target.update(repeating: 0, count: valid.lowerBound) }
-                    if valid.upperBound < g.outputWidth {
-                        (target + valid.upperBound).update(repeating: 0, count: g.outputWidth - valid.upperBound)
-                    }
+                    if lower > from { (target + from).update(repeating: 0, count: lower - from) }
+                    if upper < to { (target + upper).update(repeating: 0, count: to - upper) }
                     let sourceRow = source + ih * g.inputWidth + columnOffset
                     if g.strideWidth == 1 {
-                        (target + valid.lowerBound).update(from: sourceRow + valid.lowerBound, count: valid.count)
+                        (target + lower).update(from: sourceRow + lower, count: upper - lower)
                     } else {
-                        for ow in valid { target[ow] = sourceRow[ow * g.strideWidth] }
+                        for ow in lower..<upper { target[ow] = sourceRow[ow * g.strideWidth] }
                     }
                 }
             }
@@ -107,33 +166,93 @@ func im2col(_ x: UnsafePointer<Float>, channelCount: Int, geometry g: PlaneGeome
     }
 }
 
-private func convolveByGEMM(x: UnsafePointer<Float>, w: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                            batch: Int, channels: Int, outputChannels: Int, groups: Int, geometry g: PlaneGeometry,
-                            bias: Tensor?, activation: Activation?) {
-    let groupChannels = channels / groups
-    let groupOutputs = outputChannels / groups
-    let depth = groupChannels * g.kernelHeight * g.kernelWidth
-    let plane = g.outputPlane
-    var columns = g.isPointwise ? [] : [Float](repeating: 0, count: depth * plane)
-    columns.withUnsafeMutableBufferPointer { buffer in
-        for n in 0..<batch {
-            for group in 0..<groups {
-                let source = x + (n * channels + group * groupChannels) * g.inputPlane
-                let matrix: UnsafePointer<Float>
-                if g.isPointwise {
-                    matrix = source
-                } else {
-                    im2col(source, channelCount: groupChannels, geometry: g, into: buffer.baseAddress!)
-                    matrix = UnsafePointer(buffer.baseAddress!)
+/// One convolution as GEMMs `Y[g] = W[g] · cols(X[g])` per image `n` and group `g`, cut into tiles
+/// of `rows × columns` of the output `[Mg, H'·W']` that the cores share.
+///
+/// A tile is `rows` output channels by a run of `columns` output pixels. Each tile is prefilled
+/// with `bias (+ residual)` and multiplied with `beta = 1` (or with `beta = 0` when there is
+/// neither), then gets its activation, all while it is in the cache. Each `sgemm` is
+/// single-threaded (`BLASThreads.withSingleThread`); the tiles run in parallel (`parallelFor`).
+private struct GEMMConvolution: @unchecked Sendable {
+    let x: UnsafePointer<Float>, w: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
+    let bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?
+    let batch: Int, channels: Int, outputChannels: Int, groups: Int
+    let geometry: PlaneGeometry
+    let activation: Activation?
+
+    /// Bytes of one tile's output plus its column matrix that should stay in the L2 cache.
+    static let tileBytes = 256 << 10
+
+    func run() {
+        let g = geometry
+        let groupChannels = channels / groups
+        let groupOutputs = outputChannels / groups
+        let depth = groupChannels * g.kernelHeight * g.kernelWidth
+        let plane = g.outputPlane
+        guard batch > 0, groupOutputs > 0, plane > 0 else { return }
+        // Columns per tile: the tile's output rows and its column matrix fit `tileBytes`.
+        let fitting = Self.tileBytes / (MemoryLayout<Float>.size * max(1, groupOutputs + depth))
+        let columnTile = min(plane, max(128, fitting / 16 * 16))
+        let columnTiles = (plane + columnTile - 1) / columnTile
+        // Too few tiles to share: split the output channels as well (in multiples of 16).
+        let workers = availableKernelThreads
+        let outer = batch * groups * columnTiles
+        var rowTiles = 1
+        if outer < workers {
+            rowTiles = min((workers + outer - 1) / outer, max(1, groupOutputs / 16))
+        }
+        let rowTile = (groupOutputs + rowTiles - 1) / rowTiles
+        let tiles = outer * rowTiles
+        let pointwise = g.isPointwise
+        BLASThreads.withSingleThread {
+            parallelFor(tiles) { range in
+                let scratch: UnsafeMutablePointer<Float>? = pointwise ? nil : .allocate(capacity: depth * columnTile)
+                defer { scratch?.deallocate() }
+                for tile in range {
+                    var rest = tile
+                    let rowIndex = rest % rowTiles; rest /= rowTiles
+                    let columnIndex = rest % columnTiles; rest /= columnTiles
+                    let group = rest % groups
+                    let n = rest / groups
+                    let columns = (columnIndex * columnTile)..<min(plane, (columnIndex + 1) * columnTile)
+                    let rows = (rowIndex * rowTile)..<min(groupOutputs, (rowIndex + 1) * rowTile)
+                    guard !rows.isEmpty else { continue }
+                    let source = x + (n * channels + group * groupChannels) * g.inputPlane
+                    let matrix: UnsafePointer<Float>
+                    let ldb: Int
+                    if let scratch {
+                        im2col(source, channelCount: groupChannels, geometry: g, pixels: columns, into: scratch)
+                        (matrix, ldb) = (UnsafePointer(scratch), columns.count)
+                    } else {
+                        (matrix, ldb) = (source + columns.lowerBound, plane)
+                    }
+                    let firstChannel = group * groupOutputs + rows.lowerBound
+                    let target = y + (n * outputChannels + firstChannel) * plane + columns.lowerBound
+                    let residualTile = residual.map { $0 + (n * outputChannels + firstChannel) * plane + columns.lowerBound }
+                    var beta: Float = 0
+                    if bias != nil || residualTile != nil {
+                        beta = 1
+                        for row in 0..<rows.count {
+                            let shift = bias?[firstChannel + row] ?? 0
+                            let out = target + row * plane
+                            if let residualTile {
+                                let r = residualTile + row * plane
+                                for k in 0..<columns.count { out[k] = r[k] + shift }
+                            } else {
+                                out.update(repeating: shift, count: columns.count)
+                            }
+                        }
+                    }
+                    gemm(m: rows.count, n: columns.count, k: depth,
+                         a: w + (group * groupOutputs + rows.lowerBound) * depth, lda: depth,
+                         b: matrix, ldb: ldb, beta: beta, c: target, ldc: plane)
+                    if let activation {
+                        for row in 0..<rows.count {
+                            applyActivation(activation, to: target + row * plane, count: columns.count)
+                        }
+                    }
                 }
-                gemm(m: groupOutputs, n: plane, k: depth,
-                     a: w + group * groupOutputs * depth, lda: depth,
-                     b: matrix, ldb: plane,
-                     c: y + (n * outputChannels + group * groupOutputs) * plane, ldc: plane)
             }
-            // The epilogue runs while this image's output is still in cache.
-            applyBiasAndActivation(UnsafeMutableBufferPointer(start: y + n * outputChannels * plane, count: outputChannels * plane),
-                                   bias: bias, batch: 1, channels: outputChannels, planeSize: plane, activation: activation)
         }
     }
 }
@@ -185,6 +304,8 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
                 nonisolated(unsafe) let w = wBuffer.baseAddress!
                 nonisolated(unsafe) let y = out.baseAddress!
                 let kernelArea = g.kernelHeight * g.kernelWidth
+                let threeByThree = g.kernelHeight == 3 && g.kernelWidth == 3 && g.dilationHeight == 1
+                    && g.dilationWidth == 1 && g.strideHeight == g.strideWidth
                 // Byte offset of each tap (i, j) from the window's top-left corner in the scratch plane.
                 let tapOffsets = (0..<g.kernelHeight).flatMap { i in
                     (0..<g.kernelWidth).map { j in (i * g.dilationHeight * layout.rowWidth + j * g.dilationWidth) * 4 }
@@ -202,6 +323,8 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
                                                            kernel: w + m * kernelArea, bias: biasValues?[m] ?? 0,
                                                            target: y + index * g.outputPlane)
                                 switch g.strideWidth {
+                                case 1 where threeByThree: plane.run3x3(stride: 1, activation: activation)
+                                case 2 where threeByThree: plane.run3x3(stride: 2, activation: activation)
                                 case 1: plane.run(stride: 1, activation: activation)
                                 case 2: plane.run(stride: 2, activation: activation)
                                 default: plane.runScalar(activation: activation)
@@ -284,6 +407,97 @@ struct DepthwisePlane {
                 ow += 8
             }
             if let activation { applyActivation(activation, to: row, count: g.outputWidth) }
+        }
+    }
+
+    /// 3×3 kernels with dilation 1 and equal strides 1 or 2: two output rows at a time (sharing
+    /// the input rows they both read), eight columns at a time, the nine weights held in
+    /// registers, and ReLU / Clip applied to the registers before the store.
+    @inline(__always)
+    func run3x3(stride: Int, activation: Activation?) {
+        let g = layout.geometry
+        let rowWidth = layout.rowWidth
+        var low = -Float.infinity, high = Float.infinity
+        var clamps = true
+        switch activation {
+        case nil: clamps = false
+        case .relu?: low = 0
+        case .clip(let minimum, let maximum)?: (low, high) = (minimum, maximum)
+        default: clamps = false
+        }
+        let lowVector = SIMD8<Float>(repeating: low), highVector = SIMD8<Float>(repeating: high)
+        let k0 = SIMD8<Float>(repeating: kernel[0]), k1 = SIMD8<Float>(repeating: kernel[1])
+        let k2 = SIMD8<Float>(repeating: kernel[2]), k3 = SIMD8<Float>(repeating: kernel[3])
+        let k4 = SIMD8<Float>(repeating: kernel[4]), k5 = SIMD8<Float>(repeating: kernel[5])
+        let k6 = SIMD8<Float>(repeating: kernel[6]), k7 = SIMD8<Float>(repeating: kernel[7])
+        let k8 = SIMD8<Float>(repeating: kernel[8])
+        let start = SIMD8<Float>(repeating: bias)
+
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+            stride == 1
+                ? UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+                : UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self).evenHalf
+        }
+        /// One input row's three taps: `a·x[0] + b·x[s] + c·x[2s]` (x at output stride).
+        @inline(__always) func taps(_ p: UnsafePointer<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>,
+                                    _ c: SIMD8<Float>) -> SIMD8<Float> {
+            a * load(p) + b * load(p + 1) + c * load(p + 2)
+        }
+        @inline(__always) func store(_ value: SIMD8<Float>, row: Int, column: Int) {
+            var value = value
+            if clamps {
+                value.replace(with: lowVector, where: value .< lowVector)
+                value.replace(with: highVector, where: value .> highVector)
+            }
+            let out = target + row * g.outputWidth + column
+            if column + 8 <= g.outputWidth {
+                UnsafeMutableRawPointer(out).storeBytes(of: value, as: SIMD8<Float>.self)
+            } else {
+                for lane in 0..<(g.outputWidth - column) { out[lane] = value[lane] }
+            }
+        }
+
+        var oh = 0
+        while oh < g.outputHeight {
+            let top = padded + oh * stride * rowWidth
+            let pair = oh + 1 < g.outputHeight
+            var ow = 0
+            while ow < g.outputWidth {
+                let p = top + ow * stride
+                if pair {
+                    // Rows 0, 1, 2 give output row oh; rows s, s+1, s+2 give row oh + 1.
+                    let r0 = taps(p, k0, k1, k2)
+                    let r1 = taps(p + rowWidth, k3, k4, k5)
+                    let first: SIMD8<Float>, second: SIMD8<Float>
+                    if stride == 1 {
+                        let q1 = taps(p + rowWidth, k0, k1, k2)
+                        let r2 = taps(p + 2 * rowWidth, k6, k7, k8)
+                        let q2 = taps(p + 2 * rowWidth, k3, k4, k5)
+                        let q3 = taps(p + 3 * rowWidth, k6, k7, k8)
+                        first = start + r0 + r1 + r2
+                        second = start + q1 + q2 + q3
+                    } else {
+                        let r2 = taps(p + 2 * rowWidth, k6, k7, k8)
+                        let q2 = taps(p + 2 * rowWidth, k0, k1, k2)
+                        let q3 = taps(p + 3 * rowWidth, k3, k4, k5)
+                        let q4 = taps(p + 4 * rowWidth, k6, k7, k8)
+                        first = start + r0 + r1 + r2
+                        second = start + q2 + q3 + q4
+                    }
+                    store(first, row: oh, column: ow)
+                    store(second, row: oh + 1, column: ow)
+                } else {
+                    let sum = start + taps(p, k0, k1, k2) + taps(p + rowWidth, k3, k4, k5)
+                        + taps(p + 2 * rowWidth, k6, k7, k8)
+                    store(sum, row: oh, column: ow)
+                }
+                ow += 8
+            }
+            if !clamps, let activation {
+                applyActivation(activation, to: target + oh * g.outputWidth, count: g.outputWidth)
+                if pair { applyActivation(activation, to: target + (oh + 1) * g.outputWidth, count: g.outputWidth) }
+            }
+            oh += pair ? 2 : 1
         }
     }
 

@@ -6,8 +6,15 @@ import LanceNN
 ///
 /// The session checks input shapes against the graph (shape inference over every node) before any
 /// computation, fuses an activation into the convolution, Gemm or batch normalization before it
-/// when nothing else reads the intermediate value, and frees every intermediate tensor after its
-/// last use. Any batch size is accepted where the graph's first input axis is symbolic.
+/// and a residual `Add` into the convolution before it when nothing else reads the intermediate
+/// value, and frees every intermediate tensor after its last use. Any batch size is accepted where
+/// the graph's first input axis is symbolic.
+///
+/// Threads: a batch of one runs layer by layer with every kernel split over all cores. Larger
+/// batches of a graph that keeps samples apart (`microBatchSize` not `nil`) run one sample per
+/// core, each sample's kernels single-threaded, and any remainder that does not fill all cores
+/// layer-split as before. OpenBLAS is kept single-threaded during `run`
+/// (`BLASThreads.withSingleThread`); the kernels do their own splitting.
 public struct InferenceSession: Sendable {
     /// The graph being run.
     public let graph: Graph
@@ -27,8 +34,13 @@ public struct InferenceSession: Sendable {
     private struct Step: Sendable {
         var node: Node
         var fusedActivation: Activation?
-        /// The name the step writes (the activation's output when one is fused).
+        /// The name the step writes (the activation's or the `Add`'s output when one is fused).
         var output: String
+        /// For a convolution with a fused residual `Add`: the `Add`'s other operand.
+        var residual: String?
+
+        /// Every value the step reads.
+        var inputs: [String] { node.inputs + (residual.map { [$0] } ?? []) }
     }
 
     /// Prepares a session; the graph is validated on the first `run`.
@@ -41,19 +53,26 @@ public struct InferenceSession: Sendable {
         var steps: [Step] = []
         var skip = Set<Int>()
         for (index, node) in graph.nodes.enumerated() where !skip.contains(index) {
-            var step = Step(node: node, fusedActivation: nil, output: node.output)
-            if Self.acceptsFusedActivation(node.operation), index + 1 < graph.nodes.count,
-               case .activation(let activation) = graph.nodes[index + 1].operation,
-               graph.nodes[index + 1].inputs == [node.output], readers[node.output] == 1,
-               !graphOutputs.contains(node.output) {
+            var step = Step(node: node, fusedActivation: nil, output: node.output, residual: nil)
+            let next = index + 1 < graph.nodes.count ? graph.nodes[index + 1] : nil
+            let consumedByNextOnly = next != nil && readers[node.output] == 1 && !graphOutputs.contains(node.output)
+            if let next, consumedByNextOnly, Self.acceptsFusedActivation(node.operation),
+               case .activation(let activation) = next.operation, next.inputs == [node.output] {
                 step.fusedActivation = activation
-                step.output = graph.nodes[index + 1].output
+                step.output = next.output
+                skip.insert(index + 1)
+            } else if let next, consumedByNextOnly, case .convolution = node.operation,
+                      case .binary(.add) = next.operation, next.inputs.count == 2,
+                      let other = next.inputs.first(where: { $0 != node.output }), next.inputs.contains(node.output) {
+                // Add(conv, r) or Add(r, conv): `r` is computed before the convolution.
+                step.residual = other
+                step.output = next.output
                 skip.insert(index + 1)
             }
             steps.append(step)
         }
         var lastUse: [String: Int] = [:]
-        for (index, step) in steps.enumerated() { for input in step.node.inputs { lastUse[input] = index } }
+        for (index, step) in steps.enumerated() { for input in step.inputs { lastUse[input] = index } }
         for output in graphOutputs { lastUse[output] = Int.max }
         self.steps = steps
         self.lastUse = lastUse
@@ -106,16 +125,35 @@ public struct InferenceSession: Sendable {
     /// - Throws: `ModelError` when an input is missing or its shape does not fit the graph.
     public func run(_ inputs: [String: Tensor]) throws(ModelError) -> [String: Tensor] {
         _ = try graph.inferShapes(inputShapes: inputs.mapValues(\.shape))
+        return ForwardExecution.withSingleThreadedBLAS { runChecked(inputs) }
+    }
+
+    /// `run(_:)` after the shape check.
+    private func runChecked(_ inputs: [String: Tensor]) -> [String: Tensor] {
         let batch = inputs.values.first?.shape.first ?? 0
-        guard let microBatchSize, batch > microBatchSize, inputs.values.allSatisfy({ $0.shape.first == batch }) else {
+        let threads = ForwardExecution.threads
+        guard let microBatchSize, inputs.values.allSatisfy({ $0.shape.first == batch }),
+              batch > microBatchSize || (threads > 1 && batch >= threads) else {
             return runWhole(inputs)
         }
-        var slices: [[String: Tensor]] = []
-        var start = 0
+        // One sample per core while all cores can get one; the rest as micro-batches whose
+        // kernels are split over the cores.
+        let concurrent = threads > 1 ? batch - batch % threads : 0
+        var ranges: [Range<Int>] = (0..<concurrent).map { $0..<($0 + 1) }
+        var start = concurrent
         while start < batch {
-            let range = start..<min(batch, start + microBatchSize)
-            slices.append(runWhole(inputs.mapValues { $0.slice(batch: range) }))
-            start = range.upperBound
+            ranges.append(start..<min(batch, start + microBatchSize))
+            start = ranges[ranges.count - 1].upperBound
+        }
+        var slices = [[String: Tensor]](repeating: [:], count: ranges.count)
+        slices.withUnsafeMutableBufferPointer { results in
+            nonisolated(unsafe) let results = results
+            ForwardExecution.concurrentForEach(concurrent) { index in
+                results[index] = runWhole(inputs.mapValues { $0.slice(batch: ranges[index]) })
+            }
+        }
+        for index in concurrent..<ranges.count {
+            slices[index] = runWhole(inputs.mapValues { $0.slice(batch: ranges[index]) })
         }
         return Dictionary(graph.outputs.map { output in
             (output.name, Tensor.concatenate(batches: slices.map { $0[output.name] ?? Tensor(shape: [0]) }))
@@ -129,8 +167,13 @@ public struct InferenceSession: Sendable {
         for (index, step) in steps.enumerated() {
             // Shapes were checked above, so every read below finds its value.
             let operands = step.node.inputs.map { values[$0] ?? Tensor(shape: [0]) }
-            values[step.output] = Self.evaluate(step.node.operation, operands, activation: step.fusedActivation)
-            for input in step.node.inputs where lastUse[input] == index && parameters[input] == nil {
+            if let residual = step.residual {
+                values[step.output] = Self.evaluate(step.node.operation, operands,
+                                                    adding: values[residual] ?? Tensor(shape: [0]))
+            } else {
+                values[step.output] = Self.evaluate(step.node.operation, operands, activation: step.fusedActivation)
+            }
+            for input in step.inputs where lastUse[input] == index && parameters[input] == nil {
                 values[input] = nil
             }
         }
@@ -162,6 +205,19 @@ public struct InferenceSession: Sendable {
         return parts.isEmpty ? try run(input) : Tensor.concatenate(batches: parts)
     }
 
+    /// A convolution followed by `Add` with `residual`: one fused pass when `residual` has the
+    /// convolution's output shape, else the two operators one after the other (broadcasting).
+    static func evaluate(_ operation: Operator, _ x: [Tensor], adding residual: Tensor) -> Tensor {
+        if case .convolution(let convolution) = operation,
+           let shape = try? operation.outputShape(inputs: x.map(\.shape)), shape == residual.shape {
+            return conv2d(x[0], weight: x[1], bias: x.count > 2 ? x[2] : nil, convolution: convolution,
+                          adding: residual)
+        }
+        return binary(evaluate(operation, x, activation: nil), residual, .add)
+    }
+
+    /// Runs one operator on its operands (inputs and parameters in the node's order), with
+    /// `activation` applied to the result (fused into the kernel where it supports that).
     public static func evaluate(_ operation: Operator, _ x: [Tensor], activation: Activation?) -> Tensor {
         switch operation {
         case .convolution(let convolution):

@@ -164,3 +164,75 @@ struct KerasCLITests {
         #expect(unknown.stderr.contains("FancyLayer | 1     | leaky_re_lu | not implemented"))
     }
 }
+
+@Suite("lance-convert and containers",
+       .enabled(if: Fixtures.sharedAvailable && Fixtures.fashionMNISTAvailable,
+                "needs ../shared/models (or $LANCE_SHARED) and Fashion-MNIST (apt-get install dataset-fashion-mnist)"))
+struct ConvertCLITests {
+    static let model = Fixtures.model("mobilenet_v2_imagenet.onnx")
+    static let fashion = Fixtures.fashionMNISTRoot.appendingPathComponent("train-images-idx3-ubyte.gz").path
+
+    @Test("convert without calibration, then add bases to the container; eval and inspect read it")
+    func convertThenCalibrate() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let plain = folder.appendingPathComponent("plain.lance").path
+        let calibrated = folder.appendingPathComponent("calibrated.lance").path
+        var result = try runTool("lance-convert", [Self.model, "-o", plain])
+        #expect(result.status == 0, "\(result.stderr)")
+        result = try runTool("lance-inspect", [plain, "--train-layers", "last:2", "--batch-size", "128", "--input-size", "224,224", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let training = try #require(json["training"] as? [String: Any])
+        #expect(abs((training["convolutionFullMiB"] as? Double ?? 0) - 30.63) < 0.005)
+        result = try runTool("lance-convert", [plain, "-o", calibrated, "--calibration", Self.fashion, "--preprocessing", "imagenet",
+                                              "--resize", "direct", "--train-layers", "last:2",
+                                              "--batch-size", "4", "--calibration-batches", "2"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("calibration: 2 batches of 4"))
+        result = try runTool("lance-inspect", [calibrated, "--bases"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("calibration  ε 0.7, 2 batches of 4, plain-sum, layers last:2"))
+        #expect(result.stdout.contains("bases of /classifier/classifier.1/Gemm"))
+        // The container still runs the model.
+        let logits = folder.appendingPathComponent("logits.npy").path
+        result = try runTool("lance-eval", [calibrated, "--data", Fixtures.data("imagenet20/images.npy"), "--labels",
+                                            Fixtures.data("imagenet20/labels.npy"), "--dump-outputs", logits])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("top-1 18/20"))
+        let reference = try NPY.read(Fixtures.data("imagenet20/logits_ref.npy")).tensor
+        #expect(try NPY.read(logits).tensor.maxAbsoluteDifference(to: reference) < 1e-3)
+    }
+
+    @Test("peak memory of calibration does not grow with the number of batches")
+    func boundedMemory() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func peak(batches: Int) throws -> Double {
+            let result = try runTool("lance-convert", [Self.model, "-o", folder.appendingPathComponent("c\(batches).lance").path,
+                                                       "--calibration", Self.fashion, "--preprocessing", "imagenet", "--resize", "direct",
+                                                       "--input-size", "96,96", "--batch-size", "16", "--calibration-batches", "\(batches)"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let line = result.stdout.split(separator: "\n").first { $0.contains("peak resident memory") } ?? ""
+            return Double(line.split(separator: " ").dropLast().last ?? "") ?? .infinity
+        }
+        let few = try peak(batches: 2), many = try peak(batches: 12)
+        #expect(many < few * 1.1 + 20, "2 batches: \(few) MiB, 12 batches: \(many) MiB")
+    }
+
+    @Test("bad inputs: unknown calibration file, unsupported layer selection, non-.lance output")
+    func errors() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let output = folder.appendingPathComponent("out.lance").path
+        var result = try runTool("lance-convert", [Self.model, "-o", output, "--calibration", "/nonexistent/data.npy"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("/nonexistent/data.npy"))
+        result = try runTool("lance-convert", [Self.model, "-o", output, "--calibration", Self.fashion, "--train-layers", "no_such_node"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("no node named 'no_such_node'"))
+        result = try runTool("lance-convert", [Self.model, "-o", folder.appendingPathComponent("out.onnx").path])
+        #expect(result.status == 64)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "no output is left behind")
+    }
+}

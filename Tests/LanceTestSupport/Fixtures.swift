@@ -48,6 +48,28 @@ public enum Fixtures {
         FileManager.default.fileExists(atPath: conformanceRoot.path)
     }
 
+    /// Fashion-MNIST's IDX files (Debian package `dataset-fashion-mnist`), or
+    /// `$LANCE_FASHION_MNIST`.
+    public static let fashionMNISTRoot: URL = {
+        if let override = ProcessInfo.processInfo.environment["LANCE_FASHION_MNIST"], !override.isEmpty {
+            return URL(fileURLWithPath: override)
+        }
+        return URL(fileURLWithPath: "/usr/share/datasets/fashion-mnist")
+    }()
+
+    /// Whether Fashion-MNIST is installed (`apt-get install dataset-fashion-mnist`).
+    public static var fashionMNISTAvailable: Bool {
+        FileManager.default.fileExists(atPath: fashionMNISTRoot.appendingPathComponent("train-images-idx3-ubyte.gz").path)
+    }
+
+    /// A file of Fashion-MNIST (`train-images-idx3-ubyte.gz`, ...).
+    public static func fashionMNIST(_ name: String) -> String { fashionMNISTRoot.appendingPathComponent(name).path }
+
+    /// A file under `Samples/data` (the LanceData fixtures made by `Samples/make-samples/make_data_samples.sh`).
+    public static func sampleData(_ name: String) -> String {
+        projectRoot.appendingPathComponent("Samples/data/\(name)").path
+    }
+
     /// A fresh empty temporary folder.
     public static func temporaryDirectory() -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("lance-tests-\(UUID().uuidString)")

@@ -1,0 +1,178 @@
+import LanceCore
+import LanceLinalg
+import LanceModel
+import LanceNN
+
+/// A LANCE convolution's training forward (method section 3.1): the exact output
+/// `Y = conv2d(X, W, B)` and the compressed input `S = X ×₀ U₀ᵀ ×₁ U₁ᵀ ×₂ U₂ᵀ ×₃ U₃ᵀ`, which is all
+/// the backward pass needs besides W. X itself can be released afterwards.
+///
+/// - Parameters:
+///   - input: X `[B, C, H, W]`.
+///   - weight: W `[C', C / groups, kH, kW]`; bias `[C']` or `nil`.
+///   - factors: `U₀ [B, r₀]`, `U₁ [C, r₁]`, `U₂ [H, r₂]`, `U₃ [W, r₃]`.
+/// - Returns: Y `[B, C', H', W']` and the compressed input.
+public func lowRankConv2dForward(input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution,
+                                 factors: [Tensor]) -> (output: Tensor, compressed: TuckerCore) {
+    let output = conv2d(input, weight: weight, bias: bias, convolution: convolution)
+    return (output, TuckerCore(projecting: input, factors: factors))
+}
+
+/// The LANCE backward pass of a convolution (method section 3.1): the input gradient is the
+/// ordinary exact one (`conv2dInputGradient`, it needs only W and dY), the bias gradient is exact
+/// (`Σ_{b,h',w'} dY`), and the weight gradient comes from the core through
+/// `lowRankConv2dWeightGradient` without rebuilding X.
+///
+/// - Parameters:
+///   - compressed: the core and factors saved by the forward (`inputShape` is `[B, C, H, W]`).
+///   - weight: W `[C', C / groups, kH, kW]`.
+///   - hasBias: whether the node has a bias.
+///   - outputGradient: dY `[B, C', H', W']`.
+public func lowRankConv2dBackward(compressed: TuckerCore, weight: Tensor, hasBias: Bool, convolution: Convolution,
+                                  outputGradient: Tensor) -> ConvolutionGradients {
+    ConvolutionGradients(
+        input: conv2dInputGradient(outputGradient: outputGradient, weight: weight, inputShape: compressed.inputShape,
+                                   convolution: convolution),
+        weight: lowRankConv2dWeightGradient(compressed: compressed, outputGradient: outputGradient,
+                                            weightShape: weight.shape, convolution: convolution),
+        bias: hasBias ? conv2dBiasGradient(outputGradient: outputGradient) : nil)
+}
+
+/// The LANCE weight gradient of a convolution from the Tucker core, the factors and dY (method
+/// section 3.1, steps 1–5), never forming X:
+///
+/// ```
+/// Z₁[k₀, c', h', w'] = Σ_b U₀[b, k₀] · dY[b, c', h', w']                       [r₀, C', H', W']   one gemm
+/// Z₂[k₀, k₁, h, k₃]  = Σ_{k₂} S[k₀, k₁, k₂, k₃] · Ũ₂[h, k₂]                     [r₀, r₁, Hp, r₃]   r₀·r₁ gemms
+/// Z₃[k₀, k₁, h, w]   = Σ_{k₃} Z₂[k₀, k₁, h, k₃] · Ũ₃[w, k₃]                     [r₀, r₁, Hp, Wp]   one gemm
+/// Z₄[c', k₁, i, j]   = Σ_{k₀, h', w'} Z₁[k₀, c', h', w'] · Z₃[k₀, k₁, s·h' + d·i, s·w' + d·j]
+///                                                                                [C', r₁, kH, kW]
+/// dW[c', c, i, j]    = Σ_{k₁} Z₄[c', k₁, i, j] · U₁[g·Cg + c, k₁],  g = c' / (C'/groups)
+/// ```
+///
+/// `Ũ₂` is `U₂` with `padTop` zero rows above and `padBottom` below (`Hp = H + padTop + padBottom`),
+/// `Ũ₃` likewise with the left/right padding, so Z₃ is the zero-padded input with the spatial
+/// modes reconstructed and the batch/channel modes still compressed (asymmetric and
+/// `sameUpper`/`sameLower` padding are resolved per side, unlike the authors' code). Step 4 is
+/// the weight-gradient convolution with `r₀` as the batch (`conv2dWeightGradient` on Z₃ without
+/// padding, any stride and dilation). Step 5 is a 1×1 contraction with U₁, one `gemm` per output
+/// channel; for depthwise convolutions (`C / groups == 1`) it is the direct
+/// `dW[c', 0, i, j] = Σ_{k₁} Z₄[c', k₁, i, j] · U₁[c' / multiplier, k₁]`; other group counts use
+/// the group's rows of U₁ (an extension of the authors' code, which leaves them unimplemented).
+///
+/// The result equals the exact weight gradient evaluated on the reconstruction
+/// `X̂ = S ×₀ U₀ ×₁ U₁ ×₂ U₂ ×₃ U₃` (and the exact gradient when every `U_n` is square orthogonal).
+///
+/// - Parameters:
+///   - compressed: core `[r₀, r₁, r₂, r₃]` and factors of the input `[B, C, H, W]`.
+///   - outputGradient: dY `[B, C', H', W']`.
+///   - weightShape: `[C', C / groups, kH, kW]`.
+///   - convolution: the forward hyperparameters.
+/// - Returns: dW with `weightShape`.
+public func lowRankConv2dWeightGradient(compressed: TuckerCore, outputGradient: Tensor, weightShape: [Int],
+                                        convolution: Convolution) -> Tensor {
+    let inputShape = compressed.inputShape
+    precondition(inputShape.count == 4 && weightShape.count == 4 && outputGradient.rank == 4,
+                 "the low-rank convolution gradient needs a 4-mode core, an OIHW weight and a 4-D output gradient")
+    let (batch, channels, height, width) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
+    let ranks = compressed.ranks
+    let (r0, r1, r2, r3) = (ranks[0], ranks[1], ranks[2], ranks[3])
+    let (outputChannels, kernelHeight, kernelWidth) = (weightShape[0], weightShape[2], weightShape[3])
+    let groups = convolution.groups
+    precondition(channels % groups == 0 && outputChannels % groups == 0 && weightShape[1] == channels / groups,
+                 "weight \(weightShape) does not fit \(channels) input channels in \(groups) groups")
+    let window = convolution.window
+    let output = window.outputSize(height: height, width: width)
+    precondition(outputGradient.shape == [batch, outputChannels, output.height, output.width],
+                 "output gradient \(outputGradient.shape) differs from the convolution output [\(batch), \(outputChannels), \(output.height), \(output.width)]")
+    let pads = window.resolvedPadding(height: height, width: width)
+    let paddedHeight = height + pads.top + pads.bottom
+    let paddedWidth = width + pads.left + pads.right
+    let outputPlane = outputChannels * output.height * output.width
+
+    // Step 1: Z₁ [r₀, C'·H'·W'] = U₀ᵀ [r₀, B] · dY [B, C'·H'·W'].
+    var z1 = Tensor(shape: [r0, outputChannels, output.height, output.width])
+    z1.withUnsafeMutableBufferPointer { out in
+        compressed.factors[0].withUnsafeBufferPointer { u0 in
+            outputGradient.withUnsafeBufferPointer { dy in
+                gemm(transposeA: true, m: r0, n: outputPlane, k: batch, a: u0.baseAddress!, lda: r0,
+                     b: dy.baseAddress!, ldb: outputPlane, c: out.baseAddress!, ldc: outputPlane)
+            }
+        }
+    }
+    // Ũ₂ [Hp, r₂] and Ũ₃ [Wp, r₃]: the spatial factors with zero rows for the padding.
+    let paddedHeightFactor = paddedRows(compressed.factors[2], before: pads.top, after: pads.bottom)
+    let paddedWidthFactor = paddedRows(compressed.factors[3], before: pads.left, after: pads.right)
+    // Step 2: Z₂[k₀, k₁] [Hp, r₃] = Ũ₂ [Hp, r₂] · S[k₀, k₁] [r₂, r₃], for every (k₀, k₁).
+    var z2 = [Float](repeating: 0, count: r0 * r1 * paddedHeight * r3)
+    z2.withUnsafeMutableBufferPointer { out in
+        compressed.core.withUnsafeBufferPointer { s in
+            paddedHeightFactor.withUnsafeBufferPointer { u2 in
+                for slice in 0..<(r0 * r1) {
+                    gemm(m: paddedHeight, n: r3, k: r2, a: u2.baseAddress!, lda: r2,
+                         b: s.baseAddress! + slice * r2 * r3, ldb: r3,
+                         c: out.baseAddress! + slice * paddedHeight * r3, ldc: r3)
+                }
+            }
+        }
+    }
+    // Step 3: Z₃ [r₀·r₁·Hp, Wp] = Z₂ [r₀·r₁·Hp, r₃] · Ũ₃ᵀ [r₃, Wp].
+    var z3 = Tensor(shape: [r0, r1, paddedHeight, paddedWidth])
+    z3.withUnsafeMutableBufferPointer { out in
+        z2.withUnsafeBufferPointer { z in
+            paddedWidthFactor.withUnsafeBufferPointer { u3 in
+                gemm(transposeB: true, m: r0 * r1 * paddedHeight, n: paddedWidth, k: r3, a: z.baseAddress!, lda: r3,
+                     b: u3.baseAddress!, ldb: r3, c: out.baseAddress!, ldc: paddedWidth)
+            }
+        }
+    }
+    // Step 4: the weight-gradient convolution with r₀ as the batch, on the already padded Z₃.
+    let unpadded = Convolution(window: WindowGeometry(kernelSize: [kernelHeight, kernelWidth], strides: window.strides,
+                                                      dilations: window.dilations, padding: .valid), groups: 1)
+    let z4 = conv2dWeightGradient(input: z3, outputGradient: z1, weightShape: [outputChannels, r1, kernelHeight, kernelWidth],
+                                  convolution: unpadded)
+    // Step 5: dW[c', c, i, j] = Σ_{k₁} Z₄[c', k₁, i, j] · U₁[g·Cg + c, k₁].
+    return contractChannelFactor(z4, channelFactor: compressed.factors[1], weightShape: weightShape, groups: groups)
+}
+
+/// `factor` `[d, r]` with `before` zero rows on top and `after` below: `[before + d + after, r]`.
+func paddedRows(_ factor: Tensor, before: Int, after: Int) -> Tensor {
+    let (rows, rank) = (factor.shape[0], factor.shape[1])
+    var scalars = [Float](repeating: 0, count: (before + rows + after) * rank)
+    scalars.replaceSubrange((before * rank)..<((before + rows) * rank), with: factor.scalars)
+    return Tensor(shape: [before + rows + after, rank], scalars: scalars)
+}
+
+/// Step 5 of section 3.1: `dW[c', c, ij] = Σ_{k₁} Z₄[c', k₁, ij] · U₁[g·Cg + c, k₁]` with
+/// `g = c' / (C'/groups)`; per output channel one `gemm` `U₁_g [Cg, r₁] · Z₄[c'] [r₁, kH·kW]`, or
+/// for depthwise (`Cg == 1`) the direct sum.
+private func contractChannelFactor(_ z4: Tensor, channelFactor: Tensor, weightShape: [Int], groups: Int) -> Tensor {
+    let outputChannels = weightShape[0], groupChannels = weightShape[1]
+    let taps = weightShape[2] * weightShape[3]
+    let rank = channelFactor.shape[1]
+    let groupOutputs = outputChannels / groups
+    return Tensor(shape: weightShape) { out in
+        z4.withUnsafeBufferPointer { z in
+            channelFactor.withUnsafeBufferPointer { u1 in
+                if groupChannels == 1 {
+                    // Depthwise: dW[c', 0, ij] = Σ_{k₁} Z₄[c', k₁, ij] · U₁[channel(c'), k₁].
+                    for m in 0..<outputChannels {
+                        let channel = m / groupOutputs
+                        for tap in 0..<taps {
+                            var sum: Float = 0
+                            for k in 0..<rank { sum += z[(m * rank + k) * taps + tap] * u1[channel * rank + k] }
+                            out[m * taps + tap] = sum
+                        }
+                    }
+                    return
+                }
+                for m in 0..<outputChannels {
+                    let group = m / groupOutputs
+                    gemm(m: groupChannels, n: taps, k: rank, a: u1.baseAddress! + group * groupChannels * rank, lda: rank,
+                         b: z.baseAddress! + m * rank * taps, ldb: taps,
+                         c: out.baseAddress! + m * groupChannels * taps, ldc: taps)
+                }
+            }
+        }
+    }
+}
