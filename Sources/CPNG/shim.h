@@ -14,7 +14,8 @@
  *
  * Output is 8-bit grey (1 channel) or RGB (3 channels), the way Pillow's convert("L"/"RGB")
  * sees them: palettes are expanded, 1/2/4-bit grey is scaled to 8 bits, 16-bit samples keep
- * their high byte, and alpha (an alpha channel or a tRNS chunk) is dropped, not composited.
+ * their high byte, and alpha (an alpha channel, or a palette's tRNS transparency) is dropped, not
+ * composited.
  */
 
 /// A decoded 8-bit image: `height` rows of `width` pixels of `channels` interleaved bytes, allocated
@@ -108,15 +109,16 @@ static inline int lance_png_decode(const unsigned char *data, size_t size, lance
     if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (bit_depth == 16) png_set_strip_16(png);
-    if (color_type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
 
+    /* 1 grey, 2 grey + alpha, 3 RGB, 4 RGB + alpha (an alpha channel, or a palette's tRNS
+       transparency expanded to alpha); the alpha is dropped below. */
     int channels = png_get_channels(png, info);
     size_t stride = png_get_rowbytes(png, info);
-    if (png_get_bit_depth(png, info) != 8 || (channels != 1 && channels != 3) ||
+    if (png_get_bit_depth(png, info) != 8 || channels < 1 || channels > 4 ||
         stride != (size_t)width * (size_t)channels) {
-        png_error(png, "unexpected pixel layout after conversion to 8-bit grey or RGB");
+        png_error(png, "unexpected pixel layout after conversion to 8 bits per sample");
     }
     pixels = (unsigned char *)malloc(stride * height);
     rows = (png_bytep *)malloc(sizeof(png_bytep) * height);
@@ -124,6 +126,17 @@ static inline int lance_png_decode(const unsigned char *data, size_t size, lance
     for (png_uint_32 row = 0; row < height; row++) rows[row] = pixels + stride * row;
     png_read_image(png, rows);
     png_read_end(png, NULL);
+    if (channels == 2 || channels == 4) {
+        /* Drop the alpha sample of every pixel, in place (the write position never passes the read one). */
+        int kept = channels - 1;
+        size_t count = (size_t)width * (size_t)height;
+        for (size_t pixel = 0; pixel < count; pixel++) {
+            for (int channel = 0; channel < kept; channel++) {
+                pixels[pixel * kept + channel] = pixels[pixel * channels + channel];
+            }
+        }
+        channels = kept;
+    }
 
     image->width = (int)width;
     image->height = (int)height;

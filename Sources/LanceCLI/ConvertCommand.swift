@@ -130,6 +130,12 @@ public struct ConvertCommand: ParsableCommand {
             Metric(name: "images_per_second", scope: "calibration", value: Double(result.batches * result.batchSize) / max(seconds, 1e-9)),
             Metric(name: "peak_resident_mib", scope: "calibration", value: peakResidentMiB()),
         ])
+        // The trained layers' weights and biases are what training updates; everything else is frozen.
+        let trainedParameters = Set(layers.flatMap { layer in graph.nodes.first { $0.name == layer.node }?.inputs.dropFirst() ?? [] })
+        for index in container.graph.parameters.indices {
+            let parameter = container.graph.parameters[index]
+            container.graph.parameters[index].trainable = trainedParameters.contains(parameter.name) && !parameter.synthesized
+        }
         let accounting = try graph.accounting(for: layers, batchSize: result.batchSize, calibration: container.calibration)
         let report = TrainingReport(selection: selection.description, batchSize: result.batchSize, layers: accounting)
         print(report.lines(showBases: false).joined(separator: "\n"))

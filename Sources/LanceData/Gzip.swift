@@ -18,7 +18,8 @@ enum Gzip {
         var capacity = compressed.count * 4
         if compressed.count >= 18 {
             let tail = compressed.suffix(4).reversed().reduce(0) { $0 << 8 | Int($1) }
-            capacity = max(capacity, min(tail, 1 << 32))
+            // Bounded: a damaged trailer must not reserve gigabytes.
+            capacity = max(capacity, min(tail, compressed.count * 1100, 1 << 28))
         }
         guard compressed.count < Int(UInt32.max) else {
             throw .unreadableFile(path: path, reason: "gzip files of 4 GiB or more are not supported; decompress it first")
