@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The LANCE demo: installs the system packages, builds the tools in release mode, inspects the
-# pretrained MobileNetV2 and classifies 20 real ImageNet images with it.
+# pretrained MobileNetV2, classifies 20 real ImageNet images with it, converts it to a .lance
+# container calibrated on Fashion-MNIST (LANCE projection bases for the last 4 convolutions and the
+# head), shows the bases and the activation memory they save, and runs the Keras CIFAR-10 model.
 # Model and data: ../shared next to the project (or $LANCE_SHARED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${LANCE_SHARED:-$(cd .. && pwd)/shared}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    packages=(pkg-config libopenblas-dev liblapacke-dev libhdf5-dev libprotobuf-c-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev)
+    packages=(pkg-config libopenblas-dev liblapacke-dev libhdf5-dev libprotobuf-c-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev
+              dataset-fashion-mnist)
     missing=()
     for package in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -20,6 +23,7 @@ fi
 
 swift build -c release --product lance-inspect
 swift build -c release --product lance-eval
+swift build -c release --product lance-convert
 bin="$(swift build -c release --show-bin-path)"
 
 model="$shared/models/mobilenet_v2_imagenet.onnx"
@@ -40,6 +44,22 @@ echo
 echo "== lance-eval on 20 ImageNet validation images"
 "$bin/lance-eval" "$model" --data "$data/images.npy" --labels "$data/labels.npy" \
     --dump-outputs "$out/logits.npy" --batch-size 10
+
+fashion=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ -f "$fashion" ]; then
+    echo
+    echo "== lance-convert: calibrate LANCE bases on Fashion-MNIST (8 batches of 32, grey to RGB, 224x224)"
+    "$bin/lance-convert" "$model" -o "$out/mobilenet_v2.lance" --calibration "$fashion" --preprocessing imagenet \
+        --resize direct --train-layers last:4 --batch-size 32 --calibration-batches 8
+    echo
+    echo "== lance-inspect of the container (bases of the head)"
+    "$bin/lance-inspect" "$out/mobilenet_v2.lance" --bases | tail -n 6
+    echo
+    echo "== lance-eval on the container"
+    "$bin/lance-eval" "$out/mobilenet_v2.lance" --data "$data/images.npy" --labels "$data/labels.npy" | tail -n 1
+else
+    echo "demo: $fashion is missing (apt-get install dataset-fashion-mnist); skipping calibration" >&2
+fi
 
 echo
 echo "== the Keras 2.9 CIFAR-10 CNN on 20 CIFAR-10 test images (NHWC data, as Keras users have it)"
