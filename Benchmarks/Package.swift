@@ -21,5 +21,13 @@ let package = Package(
                 .product(name: "LanceLinalg", package: "Lance"),
             ]
         ),
+        .executableTarget(
+            name: "lance-container-bench",
+            dependencies: [
+                .product(name: "LanceFormat", package: "Lance"),
+                .product(name: "LanceModel", package: "Lance"),
+                .product(name: "LanceONNX", package: "Lance"),
+            ]
+        ),
     ]
 )

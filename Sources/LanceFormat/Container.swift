@@ -63,29 +63,6 @@ public struct TaskRecord: Sendable, Equatable {
     }
 }
 
-/// The state an optimizer needs to continue exactly where it stopped.
-public struct OptimizerState: Sendable, Equatable {
-    /// `sgd` or `adamw`.
-    public var kind: String
-    /// Steps taken.
-    public var step: Int
-    /// Epochs completed.
-    public var epoch: Int
-    /// Hyperparameters by name (`learning_rate`, `momentum`, ...).
-    public var hyperparameters: [String: Double]
-    /// Per-parameter slots by name (`momentum/<parameter>`, `first_moment/<parameter>`, ...).
-    public var slots: [String: Tensor]
-
-    /// Creates an optimizer state.
-    public init(kind: String, step: Int, epoch: Int, hyperparameters: [String: Double], slots: [String: Tensor]) {
-        self.kind = kind
-        self.step = step
-        self.epoch = epoch
-        self.hyperparameters = hyperparameters
-        self.slots = slots
-    }
-}
-
 /// One measurement (`train_loss` of epoch 3, `peak_resident_mib`, ...).
 public struct Metric: Sendable, Equatable {
     /// What was measured.

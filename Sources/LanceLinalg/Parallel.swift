@@ -21,8 +21,9 @@ private func sysconfThreads() -> Int {
 /// inside the body of another parallel loop (nested loops run serially).
 public var availableKernelThreads: Int { ParallelRegion.isActive ? 1 : kernelThreadCount }
 
-/// Runs `body` over `0..<count` split into contiguous chunks, one per worker thread; small
-/// loops (fewer than `minimumPerChunk` items per thread) run on the calling thread.
+/// Runs `body` over `0..<count` split into contiguous chunks shared by the worker threads (one
+/// per core; on Linux a few chunks per thread, claimed as threads become free); small loops
+/// (fewer than `minimumPerChunk` items per thread) run on the calling thread.
 ///
 /// A `parallelFor` (or `concurrentForEach`) inside the body of another runs serially on the
 /// worker that calls it, so coarse-grained parallelism (for example one sample per core) makes
@@ -35,10 +36,12 @@ public func parallelFor(_ count: Int, minimumPerChunk: Int = 1, _ body: (Range<I
         body(0..<count)
         return
     }
-    let chunkBody = { (chunk: Int) in body((count * chunk / chunks)..<(count * (chunk + 1) / chunks)) }
     #if os(Linux)
-    if SpinningPool.shared.run(chunks: chunks, chunkBody) { return }
+    let pieces = min(max(1, count / max(1, minimumPerChunk)), chunks * SpinningPool.piecesPerThread)
+    let pieceBody = { (piece: Int) in body((count * piece / pieces)..<(count * (piece + 1) / pieces)) }
+    if SpinningPool.shared.run(pieces: pieces, pieceBody) { return }
     #endif
+    let chunkBody = { (chunk: Int) in body((count * chunk / chunks)..<(count * (chunk + 1) / chunks)) }
     withoutActuallyEscaping(chunkBody) { escapable in
         // The caller guarantees that chunks touch disjoint memory (see above).
         nonisolated(unsafe) let work = escapable
@@ -133,31 +136,45 @@ private final class SharedCounter: @unchecked Sendable {
 #if os(Linux)
 import Synchronization
 
-/// Worker threads for `parallelFor` that wait for the next loop by spinning for a short while
+/// Worker threads for `parallelFor` that wait for the next loop by polling for a short while
 /// before they sleep, so that the many short parallel loops of one forward pass (one or more per
-/// layer) start in well under a microsecond instead of paying a thread wake-up each. One loop runs
-/// on the pool at a time; a loop that finds it busy uses Dispatch instead.
+/// layer) start in about a microsecond instead of paying a thread wake-up each.
+///
+/// A loop is cut into a few more pieces than there are threads, and the caller and the workers
+/// claim pieces one at a time until none are left; a worker that the system has not scheduled
+/// (a busy machine) therefore delays the loop by at most the piece it is running, instead of the
+/// caller waiting for it. One loop runs on the pool at a time; a loop that finds it busy uses
+/// Dispatch instead.
 final class SpinningPool: @unchecked Sendable {
     static let shared = SpinningPool(workers: kernelThreadCount - 1)
 
     /// How long an idle worker polls for the next loop before it sleeps: first `spinChecks`
-    /// plain checks of the job counter (some microseconds), then `yieldChecks` checks each after
-    /// a `sched_yield`, which lets other runnable threads on the core go first (about a hundred
-    /// microseconds on an idle core).
+    /// plain checks (some microseconds), then `yieldChecks` checks each after a `sched_yield`,
+    /// which lets other runnable threads on the core go first (about a hundred microseconds on
+    /// an idle core).
     private static let spinChecks = 20_000
     private static let yieldChecks = 100
 
-    private let workers: Int
+    /// Pieces per thread.
+    static let piecesPerThread = 4
+
+    let workers: Int
     private let busy = Atomic<Bool>(false)
-    /// Bumped once per loop; workers wait for it to change.
+    /// Bumped once per loop (after `claims` is set); idle workers wait for it to change.
     private let generation = Atomic<Int>(0)
-    /// Chunks of the current loop not finished yet by the workers.
-    private let pending = Atomic<Int>(0)
+    /// The current loop's claim state: generation (bits 32...), piece count (bits 16..<32) and
+    /// the next unclaimed piece (bits 0..<16).
+    private let claims = Atomic<Int>(0)
+    /// Pieces of the current loop finished.
+    private let finished = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     private let sleepLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    /// The current loop, written before `generation` is bumped and read by workers after they see it.
+    /// The current loop. Written before the loop is published; read only by a thread holding an
+    /// unfinished piece of it (so the loop cannot end while it is read).
     private var job: ((Int) -> Void)?
+    /// The caller's generation counter (only touched while `busy`).
+    private var currentGeneration = 0
 
     private init(workers: Int) {
         self.workers = max(0, workers)
@@ -165,43 +182,41 @@ final class SpinningPool: @unchecked Sendable {
         wakeUp.initialize(to: pthread_cond_t())
         pthread_mutex_init(sleepLock, nil)
         pthread_cond_init(wakeUp, nil)
-        for index in 0..<self.workers {
-            let context = Unmanaged.passRetained(WorkerContext(pool: self, chunk: index + 1)).toOpaque()
+        for _ in 0..<self.workers {
+            let context = Unmanaged.passRetained(self).toOpaque()
             var thread = pthread_t()
             pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                context.pool.workerLoop(chunk: context.chunk)
+                let pool = Unmanaged<SpinningPool>.fromOpaque(raw!).takeRetainedValue()
+                pool.workerLoop()
                 return nil
             }, context)
             pthread_detach(thread)
         }
     }
 
-    private final class WorkerContext {
-        let pool: SpinningPool
-        let chunk: Int
-        init(pool: SpinningPool, chunk: Int) { (self.pool, self.chunk) = (pool, chunk) }
-    }
-
-    /// Runs `body(chunk)` for chunk 0 (on the caller) through `workers` (one per worker thread),
-    /// and returns when all are done; `false` without running anything when the pool is busy.
-    func run(chunks: Int, _ body: (Int) -> Void) -> Bool {
-        guard chunks == workers + 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    /// Runs `body(piece)` for every piece in `0..<pieces` on the caller and the workers and
+    /// returns when all are done; `false` without running anything when the pool is busy.
+    func run(pieces: Int, _ body: (Int) -> Void) -> Bool {
+        guard workers > 0, pieces > 0, pieces < 1 << 16,
+              busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
         else { return false }
         withoutActuallyEscaping(body) { escapable in
             job = escapable
-            pending.store(workers, ordering: .relaxed)
-            generation.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            currentGeneration = (currentGeneration + 1) & 0xFFFF_FFFF
+            let generationValue = currentGeneration
+            finished.store(0, ordering: .relaxed)
+            claims.store(generationValue << 32 | pieces << 16, ordering: .releasing)
+            generation.store(generationValue, ordering: .sequentiallyConsistent)
             if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
                 pthread_mutex_lock(sleepLock)
                 pthread_cond_broadcast(wakeUp)
                 pthread_mutex_unlock(sleepLock)
             }
-            ParallelRegion.enter { escapable(0) }
+            runPieces(generation: generationValue)
             var checks = 0
-            while pending.load(ordering: .acquiring) > 0 {
+            while finished.load(ordering: .acquiring) < pieces {
                 checks += 1
-                if checks > 1_000 { sched_yield() }
+                if checks > 2_000 { sched_yield() }
             }
             job = nil
         }
@@ -209,7 +224,26 @@ final class SpinningPool: @unchecked Sendable {
         return true
     }
 
-    private func workerLoop(chunk: Int) {
+    /// Claims and runs pieces of loop `generation` until none are left.
+    private func runPieces(generation expected: Int) {
+        while true {
+            var state = claims.load(ordering: .acquiring)
+            var piece = 0
+            while true {
+                let pieces = (state >> 16) & 0xFFFF
+                piece = state & 0xFFFF
+                guard state >> 32 == expected, piece < pieces else { return }
+                let (exchanged, original) = claims.compareExchange(expected: state, desired: state + 1,
+                                                                    ordering: .acquiringAndReleasing)
+                if exchanged { break }
+                state = original
+            }
+            if let job { ParallelRegion.enter { job(piece) } }
+            finished.wrappingAdd(1, ordering: .releasing)
+        }
+    }
+
+    private func workerLoop() {
         // Generation 0 is the state before the first loop (the thread may start after it was posted).
         var seen = 0
         while true {
@@ -230,8 +264,7 @@ final class SpinningPool: @unchecked Sendable {
                 pthread_mutex_unlock(sleepLock)
             }
             seen = generation.load(ordering: .acquiring)
-            if let job { ParallelRegion.enter { job(chunk) } }
-            pending.wrappingSubtract(1, ordering: .releasing)
+            runPieces(generation: seen)
         }
     }
 }

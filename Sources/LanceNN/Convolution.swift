@@ -191,18 +191,26 @@ private struct GEMMConvolution: @unchecked Sendable {
         let plane = g.outputPlane
         guard batch > 0, groupOutputs > 0, plane > 0 else { return }
         // Columns per tile: the tile's output rows and its column matrix fit `tileBytes`.
+        // The tiles depend only on the layer's shape and the machine's core count, never on the
+        // batch or on whether this call runs inside another parallel loop, so every image gets
+        // the same sgemm calls (bit-identical results however a batch is sliced).
         let fitting = Self.tileBytes / (MemoryLayout<Float>.size * max(1, groupOutputs + depth))
-        let columnTile = min(plane, max(128, fitting / 16 * 16))
-        let columnTiles = (plane + columnTile - 1) / columnTile
-        // Too few tiles to share: split the output channels as well (in multiples of 16).
-        let workers = availableKernelThreads
-        let outer = batch * groups * columnTiles
+        let workers = kernelThreadCount
+        var columnTiles = (plane + max(128, fitting) - 1) / max(128, fitting)
+        if workers > 1 && columnTiles > 1 {
+            // Equal tiles, as many as the threads (or their pieces, see `parallelFor`) can share evenly.
+            let multiple = columnTiles >= 4 * workers ? 4 * workers : workers
+            columnTiles = min(plane, (columnTiles + multiple - 1) / multiple * multiple)
+        }
+        let columnTile = (plane + columnTiles - 1) / columnTiles
+        columnTiles = (plane + columnTile - 1) / columnTile
+        // Too few tiles per image to share: split the output channels as well (at least 16 per tile).
         var rowTiles = 1
-        if outer < workers {
-            rowTiles = min((workers + outer - 1) / outer, max(1, groupOutputs / 16))
+        if columnTiles < workers {
+            rowTiles = min((workers + columnTiles - 1) / columnTiles, max(1, groupOutputs / 16))
         }
         let rowTile = (groupOutputs + rowTiles - 1) / rowTiles
-        let tiles = outer * rowTiles
+        let tiles = batch * groups * columnTiles * rowTiles
         let pointwise = g.isPointwise
         BLASThreads.withSingleThread {
             parallelFor(tiles) { range in

@@ -1,0 +1,727 @@
+import LanceCore
+import LanceLinalg
+import LanceModel
+import LanceNN
+import LanceRuntime
+
+/// What a trained convolution or linear layer keeps from its input for the weight gradient
+/// (product "core concepts": an explicit, swappable policy, so the bytes kept can be counted).
+///
+/// Whatever the method, the forward pass is exact and the input gradient is exact
+/// (`dX = conv2dᵀ(dY, W)`, `dX = dY · op(W)ᵀ`); only the weight gradient differs.
+public enum TrainingMethod: Sendable, Equatable {
+    /// LANCE (method section 3.1/3.3): keep only the Tucker core `S = X ×₀U₀ᵀ ×₁U₁ᵀ …` on the
+    /// fixed calibrated bases of each layer (`CalibrationRecord.layers`, matched by node name);
+    /// the weight gradient runs through the low-rank chain and never rebuilds X. The training
+    /// batch must equal the calibration batch (`U₀` is `B × r₀`, section 10 note 2).
+    case lance(CalibrationRecord)
+    /// Full backpropagation: keep the input X; exact gradients.
+    case full
+    /// The per-batch HOSVD baseline (Nguyen et al. 2024): decompose each batch's input with the
+    /// energy threshold ε (`hosvdCompress`) and keep that batch's core and factors.
+    case hosvd(energy: Float)
+
+    /// `lance`, `full` or `hosvd` (the command line's `--method`).
+    public var name: String {
+        switch self {
+        case .lance: "lance"
+        case .full: "full"
+        case .hosvd: "hosvd"
+        }
+    }
+}
+
+/// Bytes held for the backward pass of one step, counted from the tensors actually saved
+/// (float32, 4 bytes per element; a value saved by several nodes is counted once).
+///
+/// `trainedLayerBytes` follows the paper's convention (method section 3.4): per trained
+/// convolution/linear layer what it keeps for its weight gradient — `numel(X)·4` under `full`,
+/// `(Π r_n + Σ d_n·r_n)·4` (core plus factors) under `lance` and `hosvd`. The fixed LANCE factors
+/// are held for the whole run, not per step; they are counted in, as the authors' code does.
+/// `otherBytes` are the other saved tensors on the path to the loss (activation bit masks,
+/// sigmoid/tanh outputs, max-pooling inputs, operands of products, ...), which the paper leaves out.
+/// Parameters (weights) are not counted: they are held whether or not anything trains.
+public struct BackwardMemory: Sendable, Equatable {
+    /// Per trained layer (node name, graph order): the bytes it keeps for its weight gradient.
+    public var layers: [(layer: String, bytes: Int)]
+    /// Other saved tensors on the trained path.
+    public var otherBytes: Int
+
+    /// Creates an accounting.
+    public init(layers: [(layer: String, bytes: Int)], otherBytes: Int) {
+        self.layers = layers
+        self.otherBytes = otherBytes
+    }
+
+    /// Σ over the trained layers (the paper's figure).
+    public var trainedLayerBytes: Int { layers.reduce(0) { $0 + $1.bytes } }
+
+    /// Everything held for backward.
+    public var totalBytes: Int { trainedLayerBytes + otherBytes }
+
+    public static func == (lhs: BackwardMemory, rhs: BackwardMemory) -> Bool {
+        lhs.otherBytes == rhs.otherBytes && lhs.layers.map(\.layer) == rhs.layers.map(\.layer)
+            && lhs.layers.map(\.bytes) == rhs.layers.map(\.bytes)
+    }
+}
+
+/// The result of a training forward pass: the logits and everything the backward pass needs,
+/// nothing more. Pass it to `TrainingGraph.backward` (it is consumed there).
+public struct ForwardPass: Sendable {
+    /// The logits `[B, K]` the loss is computed on.
+    public let logits: Tensor
+    /// The bytes held for backward.
+    public let memory: BackwardMemory
+    /// Saved activations by value name.
+    fileprivate var savedValues: [String: Tensor]
+    /// Saved compressed inputs by trained node name.
+    fileprivate var savedCores: [String: TuckerCore]
+    /// Saved activation masks by node output name (`ActivationMask`).
+    fileprivate var savedMasks: [String: ActivationMask]
+    /// The shapes of every suffix node's inputs, by suffix position.
+    fileprivate var inputShapes: [[[Int]]]
+}
+
+/// The gradients of one backward pass.
+public struct BackwardResult: Sendable {
+    /// `∂loss/∂p` for every trained parameter (by name).
+    public var parameterGradients: [String: Tensor]
+    /// `∂loss/∂v` for the values asked for in `keepingValueGradients` (when reached).
+    public var valueGradients: [String: Tensor]
+}
+
+/// Runs a graph for training: a frozen prefix forward only, a trained suffix that keeps exactly
+/// what its backward needs, softmax cross-entropy and the backward pass (issue "lance-train").
+///
+/// **Which nodes train.** The trained parameters are the weight and bias operands of the trained
+/// layers (`Graph.trainedLayers`) that are graph parameters; every other parameter is frozen
+/// (batch normalization uses its inference statistics, and its scale and bias do not train). A
+/// node is in the *trained suffix* when it depends on a trained parameter and the logits depend
+/// on it; all other nodes the suffix needs form the *frozen part*, which runs through an
+/// `InferenceSession` (activation fusion, buffers freed after last use, micro-batches) on a
+/// sub-graph whose outputs are the frozen values the suffix reads, and keeps nothing.
+///
+/// **What the suffix keeps.** Trained convolution/linear: see `TrainingMethod` (and the head
+/// keeps its input unless `compressHead`, as in the authors' CNN code, which replaces only the
+/// Conv2d layers). Other operators keep only what their input gradient needs: a piecewise-linear
+/// activation (ReLU, Clip/ReLU6, LeakyReLU, HardSigmoid) one bit per element saying which piece
+/// its input fell on (`ActivationMask`, 1/32 of a float32 tensor), other activations their output
+/// (or input when the output does not determine the derivative), max pooling and global
+/// max pooling their input, softmax its output, Mul/Div/MatMul/Gemm the operand the other
+/// operand's gradient needs; convolution with a frozen weight, frozen batch normalization
+/// (`dX = dY · scale / √(var + ε)`), Add/Sub, average pooling, reshapes, transpose, concat and
+/// constant Pad keep nothing but shapes.
+///
+/// **Loss.** The logits are the graph's first output, or the input of a final Softmax over the
+/// last axis that produces it (cross-entropy then applies to the logits, as PyTorch's
+/// `CrossEntropyLoss` would).
+public struct TrainingGraph: Sendable {
+    /// The graph, with the trained parameters' current values.
+    public private(set) var graph: Graph
+    /// The trained layers.
+    public let layers: [TrainedLayer]
+    /// What the trained layers keep.
+    public let method: TrainingMethod
+    /// Whether the head (the last linear layer) is compressed like the convolutions.
+    public let compressHead: Bool
+    /// The trained parameters' names, in graph order of their layers (weight, then bias).
+    public let trainedParameterNames: [String]
+    /// The name of the value the loss reads (`[B, K]` logits).
+    public let logitsName: String
+
+    private let inputName: String
+    private let frozenSession: InferenceSession?
+    /// The frozen values the suffix reads (outputs of `frozenSession`).
+    private let frozenOutputs: [String]
+    /// The trained suffix, in graph order.
+    private let suffix: [Node]
+    /// Values that carry a gradient (trained parameters and suffix outputs).
+    private let requiresGradient: Set<String>
+    private let trainedByNode: [String: TrainedLayer]
+    /// Per suffix position, the index of the last suffix node reading each value (for freeing).
+    private let lastSuffixUse: [String: Int]
+    private let parameterIndex: [String: Int]
+    /// Per trained node, its calibrated bases (`lance` only).
+    private let bases: [String: LayerBases]
+
+    /// Prepares a graph for training.
+    ///
+    /// - Parameters:
+    ///   - graph: a single-input model whose first output (or the input of its final Softmax) is `[B, K]` logits.
+    ///   - layers: the trained layers (`Graph.trainedLayers`).
+    ///   - method: what the trained layers keep.
+    ///   - compressHead: whether the head's input is compressed too (default: it is kept, as in
+    ///     the authors' code; it needs head bases in the calibration record under `lance`).
+    /// - Throws: `TrainingError.invalidLayerSelection` when nothing trains or an operator between
+    ///   the trained layers and the loss has no backward here; `.data` when `lance` bases are
+    ///   missing for a compressed layer.
+    public init(graph: Graph, layers: [TrainedLayer], method: TrainingMethod, compressHead: Bool = false) throws(TrainingError) {
+        guard graph.inputs.count == 1, let input = graph.inputs.first?.name else {
+            throw .data(reason: "training needs a model with exactly one input; this one has \(graph.inputs.count)")
+        }
+        guard let output = graph.outputs.first?.name else { throw .data(reason: "the model has no output to compute a loss on") }
+        guard !layers.isEmpty else { throw .invalidLayerSelection(reason: "no layer is selected for training") }
+        self.graph = graph
+        self.layers = layers
+        self.method = method
+        self.compressHead = compressHead
+        self.inputName = input
+        self.parameterIndex = Dictionary(graph.parameters.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let nodeByName = Dictionary(graph.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let producer = Dictionary(graph.nodes.enumerated().map { ($1.output, $0) }, uniquingKeysWith: { a, _ in a })
+
+        // The logits: the output, or the input of a final softmax over the last axis.
+        var logits = output
+        if let index = producer[output], case .softmax(let axis, _) = graph.nodes[index].operation,
+           axis == -1 || axis == 1 {
+            logits = graph.nodes[index].inputs[0]
+        }
+        self.logitsName = logits
+
+        // Trained parameters: weight and bias operands of the trained layers.
+        var trainedNames: [String] = []
+        var trainedByNode: [String: TrainedLayer] = [:]
+        for layer in layers {
+            guard let node = nodeByName[layer.node] else {
+                throw .invalidLayerSelection(reason: "no node named '\(layer.node)'")
+            }
+            trainedByNode[layer.node] = layer
+            for operand in node.inputs.dropFirst() where parameterIndex[operand] != nil && !trainedNames.contains(operand) {
+                trainedNames.append(operand)
+            }
+        }
+        self.trainedParameterNames = trainedNames
+        self.trainedByNode = trainedByNode
+
+        // Forward reachability from the trained parameters, backward reachability from the logits.
+        var dependsOnTrained = Set(trainedNames)
+        for node in graph.nodes where node.inputs.contains(where: dependsOnTrained.contains) {
+            dependsOnTrained.insert(node.output)
+        }
+        guard let logitsProducer = producer[logits] else { throw .data(reason: "the logits '\(logits)' are not computed by any node") }
+        var reachesLoss: Set<String> = [logits]
+        for node in graph.nodes[...logitsProducer].reversed() where reachesLoss.contains(node.output) {
+            for operand in node.inputs { reachesLoss.insert(operand) }
+        }
+        guard dependsOnTrained.contains(logits) else {
+            throw .invalidLayerSelection(reason: "the loss does not depend on any parameter of the selected layers")
+        }
+        let suffix = graph.nodes.filter { dependsOnTrained.contains($0.output) && reachesLoss.contains($0.output) }
+        self.suffix = suffix
+        var requiresGradient = Set(trainedNames)
+        for node in suffix { requiresGradient.insert(node.output) }
+        self.requiresGradient = requiresGradient
+
+        // The frozen part: every non-suffix node a suffix node needs (transitively).
+        let suffixOutputs = Set(suffix.map(\.output))
+        var needed: Set<String> = []
+        for node in suffix { for operand in node.inputs where !suffixOutputs.contains(operand) { needed.insert(operand) } }
+        let frozenBoundary = needed.filter { producer[$0] != nil }.sorted()
+        var required = Set(frozenBoundary)
+        var frozenNodes: [Node] = []
+        for node in graph.nodes.reversed() where required.contains(node.output) && !suffixOutputs.contains(node.output) {
+            frozenNodes.append(node)
+            for operand in node.inputs { required.insert(operand) }
+        }
+        frozenNodes.reverse()
+        self.frozenOutputs = frozenBoundary
+        if frozenNodes.isEmpty {
+            self.frozenSession = nil
+        } else {
+            let frozenParameters = graph.parameters.filter { required.contains($0.name) }
+            let frozen = Graph(name: graph.name + "-frozen", inputs: graph.inputs,
+                               outputs: frozenBoundary.map { ValueInfo(name: $0, dimensions: nil) },
+                               nodes: frozenNodes, parameters: frozenParameters, provenance: graph.provenance)
+            self.frozenSession = InferenceSession(graph: frozen)
+        }
+        var lastUse: [String: Int] = [:]
+        for (index, node) in suffix.enumerated() { for operand in node.inputs { lastUse[operand] = index } }
+        self.lastSuffixUse = lastUse
+
+        // Every suffix node must have a backward for the operands that carry a gradient.
+        for node in suffix {
+            let carrying = node.inputs.enumerated().filter { requiresGradient.contains($0.element) }.map(\.offset)
+            if trainedByNode[node.name] != nil { continue }
+            if let reason = Self.unsupportedReason(node.operation, gradientOperands: carrying) {
+                throw .invalidLayerSelection(reason: "node '\(node.name)' (\(node.operation.opType)) lies between the trained layers and the loss, but \(reason)")
+            }
+        }
+
+        // LANCE bases.
+        var bases: [String: LayerBases] = [:]
+        if case .lance(let record) = method {
+            for layer in layers where layer.kind != .linear || !layer.isHead || compressHead {
+                guard let found = record.layers.first(where: { $0.layer == layer.node }) else {
+                    throw .data(reason: "the calibration record has no bases for the trained layer '\(layer.node)'; calibrate with the same layer selection")
+                }
+                bases[layer.node] = found
+            }
+        }
+        self.bases = bases
+    }
+
+    /// Why an operator cannot pass gradients to the operands at `gradientOperands`, or `nil`.
+    private static func unsupportedReason(_ operation: Operator, gradientOperands: [Int]) -> String? {
+        switch operation {
+        case .convolution, .batchNormalization:
+            return gradientOperands == [0] ? nil : "only its data input can carry a gradient (its weights are frozen)"
+        case .pad(_, let mode, _):
+            return mode == .constant ? nil : "the backward of \(mode.rawValue) padding is not supported"
+        case .gemm(let gemm):
+            return gemm.transposeA && gradientOperands != [0] ? "a transposed A operand is not supported" : nil
+        default:
+            return nil
+        }
+    }
+
+    /// Whether a trained layer keeps a compressed input (not the input itself).
+    private func compresses(_ layer: TrainedLayer) -> Bool {
+        switch method {
+        case .full: false
+        case .lance, .hosvd: layer.kind != .linear || !layer.isHead || compressHead
+        }
+    }
+
+    /// The current value of a parameter.
+    public func parameter(_ name: String) -> Tensor? {
+        parameterIndex[name].map { graph.parameters[$0].tensor }
+    }
+
+    /// Replaces a parameter's value (same shape) — what an optimizer step does.
+    public mutating func setParameter(_ name: String, to tensor: Tensor) {
+        guard let index = parameterIndex[name] else { preconditionFailure("no parameter named '\(name)'") }
+        precondition(graph.parameters[index].tensor.shape == tensor.shape,
+                     "parameter '\(name)' has shape \(graph.parameters[index].tensor.shape), not \(tensor.shape)")
+        graph.parameters[index].tensor = tensor
+    }
+
+    /// The training forward pass on one batch.
+    ///
+    /// - Parameter images: the model input `[B, ...]`.
+    /// - Throws: `TrainingError.graph` when the input does not fit the model; `.data` when the batch
+    ///   differs from the calibration batch under `lance` or the logits are not `[B, K]`;
+    ///   `.numeric` when a per-batch HOSVD fails.
+    public func forward(images: Tensor) throws(TrainingError) -> ForwardPass {
+        var values: [String: Tensor] = [inputName: images]
+        if let frozenSession {
+            do {
+                let frozen = try frozenSession.run([inputName: images])
+                for name in frozenOutputs { values[name] = frozen[name] }
+            } catch {
+                throw .graph(error)
+            }
+        } else {
+            do {
+                _ = try graph.inferShapes(inputShapes: [inputName: images.shape])
+            } catch {
+                throw .graph(error)
+            }
+        }
+        var saved: [String: Tensor] = [:]
+        var savedOwner: [String: String] = [:]  // value name → trained node name (paper convention) or ""
+        var cores: [String: TuckerCore] = [:]
+        var masks: [String: ActivationMask] = [:]
+        var inputShapes: [[[Int]]] = []
+        inputShapes.reserveCapacity(suffix.count)
+        func operand(_ name: String) -> Tensor {
+            if let value = values[name] { return value }
+            return parameter(name) ?? Tensor(shape: [0])
+        }
+        func save(_ name: String, owner: String = "") {
+            guard parameterIndex[name] == nil, let value = values[name] else { return }
+            saved[name] = value
+            if !owner.isEmpty || savedOwner[name] == nil { savedOwner[name] = owner }
+        }
+        for (position, node) in suffix.enumerated() {
+            let operands = node.inputs.map(operand)
+            inputShapes.append(operands.map(\.shape))
+            let output: Tensor
+            if let layer = trainedByNode[node.name] {
+                if compresses(layer) {
+                    let x = operands[0]
+                    let compressed: TuckerCore
+                    switch method {
+                    case .lance:
+                        let layerBases = bases[node.name]!
+                        guard layerBases.inputShape == x.shape else {
+                            throw .data(reason: x.shape.first != layerBases.inputShape.first
+                                ? "the batch of \(x.shape.first ?? 0) samples differs from the calibration batch size \(layerBases.inputShape.first ?? 0) (the batch basis U₀ ties them); train with batches of the calibration size and drop the last partial batch"
+                                : "the input of '\(node.name)' is \(x.shape), but it was calibrated at \(layerBases.inputShape); calibrate at the training input size")
+                        }
+                        compressed = TuckerCore(projecting: x, bases: layerBases.modes)
+                    case .hosvd(let energy):
+                        do {
+                            compressed = try hosvdCompress(x, energy: energy)
+                        } catch {
+                            throw .numeric(reason: "the per-batch HOSVD of the input of '\(node.name)' failed: \(error.description)")
+                        }
+                    case .full:
+                        preconditionFailure("full backpropagation does not compress")
+                    }
+                    cores[node.name] = compressed
+                } else {
+                    save(node.inputs[0], owner: node.name)
+                }
+                output = InferenceSession.evaluate(node.operation, operands, activation: nil)
+            } else {
+                output = InferenceSession.evaluate(node.operation, operands, activation: nil)
+                values[node.output] = output
+                if case .activation(let activation) = node.operation, let mask = ActivationMask(activation, output: output) {
+                    masks[node.output] = mask
+                }
+                for name in savedInputs(of: node) { save(name) }
+                if savedOutput(of: node) { save(node.output) }
+            }
+            values[node.output] = output
+            for name in node.inputs where lastSuffixUse[name] == position && name != logitsName { values[name] = nil }
+        }
+        guard let logits = values[logitsName], logits.rank == 2, logits.shape[0] == images.shape.first else {
+            throw .data(reason: "the logits '\(logitsName)' have shape \(values[logitsName]?.shape ?? []), not [batch, classes]")
+        }
+        // Accounting: each saved value once; cores per trained layer.
+        var layerBytes: [String: Int] = [:]
+        var other = 0
+        for (name, tensor) in saved {
+            let bytes = tensor.count * MemoryLayout<Float>.size
+            if let owner = savedOwner[name], !owner.isEmpty { layerBytes[owner, default: 0] += bytes } else { other += bytes }
+        }
+        for (name, core) in cores {
+            layerBytes[name, default: 0] += ActivationMemory(inputShape: core.inputShape, compressed: core).lanceBytes
+        }
+        other += masks.values.reduce(0) { $0 + $1.bytes }
+        let memory = BackwardMemory(layers: layers.map { ($0.node, layerBytes[$0.node] ?? 0) }, otherBytes: other)
+        return ForwardPass(logits: logits, memory: memory, savedValues: saved, savedCores: cores, savedMasks: masks,
+                           inputShapes: inputShapes)
+    }
+
+    /// The value operands a non-trained suffix node keeps for its backward.
+    private func savedInputs(of node: Node) -> [String] {
+        let carries = node.inputs.map { requiresGradient.contains($0) }
+        switch node.operation {
+        case .activation(let activation):
+            return ActivationMask.applies(to: activation) || activation.isDifferentiableFromOutput ? [] : [node.inputs[0]]
+        case .maxPool, .globalMaxPool:
+            return [node.inputs[0]]
+        case .convolution, .batchNormalization:
+            // Their frozen weights, when they are runtime values rather than parameters.
+            return node.inputs.dropFirst().filter { parameterIndex[$0] == nil }
+        case .binary(let op):
+            switch op {
+            case .add, .subtract: return []
+            case .multiply: return [carries[1] ? node.inputs[0] : nil, carries[0] ? node.inputs[1] : nil].compactMap { $0 }
+            case .divide: return carries[1] ? node.inputs : [node.inputs[1]]
+            }
+        case .gemm, .matMul:
+            return [carries[1] ? node.inputs[0] : nil, carries[0] ? node.inputs[1] : nil].compactMap { $0 }
+        default:
+            return []
+        }
+    }
+
+    /// Whether a non-trained suffix node keeps its output for its backward.
+    private func savedOutput(of node: Node) -> Bool {
+        switch node.operation {
+        case .activation(let activation): !ActivationMask.applies(to: activation) && activation.isDifferentiableFromOutput
+        case .softmax: true
+        default: false
+        }
+    }
+
+    /// The backward pass from the logits' gradient: gradients of every trained parameter (and of
+    /// the values named in `keepingValueGradients`, for inspection and tests).
+    ///
+    /// Gradients are accumulated where a value feeds several nodes, and each value's gradient is
+    /// released once its producer has used it.
+    public func backward(_ pass: consuming ForwardPass, logitsGradient: Tensor,
+                         keepingValueGradients kept: Set<String> = []) -> BackwardResult {
+        var pass = pass
+        var gradients: [String: Tensor] = [logitsName: logitsGradient]
+        var parameterGradients: [String: Tensor] = [:]
+        var valueGradients: [String: Tensor] = [:]
+        let trainedSet = Set(trainedParameterNames)
+        func accumulate(_ name: String, _ gradient: Tensor?) {
+            guard let gradient, requiresGradient.contains(name) else { return }
+            let target = trainedSet.contains(name) ? parameterGradients[name] : gradients[name]
+            let sum: Tensor
+            if var existing = target {
+                existing.withUnsafeMutableBufferPointer { e in
+                    gradient.withUnsafeBufferPointer { g in for k in 0..<e.count { e[k] += g[k] } }
+                }
+                sum = existing
+            } else {
+                sum = gradient
+            }
+            if trainedSet.contains(name) { parameterGradients[name] = sum } else { gradients[name] = sum }
+        }
+        func savedOrParameter(_ name: String) -> Tensor? {
+            pass.savedValues[name] ?? parameter(name)
+        }
+        for position in suffix.indices.reversed() {
+            let node = suffix[position]
+            guard let dy = gradients.removeValue(forKey: node.output) else { continue }
+            if kept.contains(node.output) { valueGradients[node.output] = dy }
+            let shapes = pass.inputShapes[position]
+            let carries = node.inputs.map { requiresGradient.contains($0) }
+            if let layer = trainedByNode[node.name] {
+                let core = pass.savedCores.removeValue(forKey: node.name)
+                backwardTrained(node: node, layer: layer, core: core, input: core == nil ? pass.savedValues[node.inputs[0]] : nil,
+                                shapes: shapes, carries: carries, dy: dy, accumulate: accumulate)
+            } else if let mask = pass.savedMasks.removeValue(forKey: node.output) {
+                accumulate(node.inputs[0], mask.inputGradient(dy))
+            } else {
+                let operands = node.inputs.map { savedOrParameter($0) }
+                let output = savedOrParameter(node.output)
+                let results = Self.inputGradients(node.operation, operands: operands, shapes: shapes, output: output,
+                                                  carries: carries, dy: dy)
+                for (name, gradient) in zip(node.inputs, results) { accumulate(name, gradient) }
+            }
+            // Saved values no longer needed by earlier nodes could be released here; the pass is
+            // consumed, so they are freed when it ends.
+        }
+        for name in kept { if let g = gradients[name] { valueGradients[name] = g } }
+        return BackwardResult(parameterGradients: parameterGradients, valueGradients: valueGradients)
+    }
+
+    private func backwardTrained(node: Node, layer: TrainedLayer, core: TuckerCore?, input: Tensor?, shapes: [[Int]],
+                                 carries: [Bool], dy: Tensor, accumulate: (String, Tensor?) -> Void) {
+        let weight = parameter(node.inputs[1]) ?? Tensor(shape: [0])
+        let inputShape = shapes[0]
+        switch node.operation {
+        case .convolution(let convolution):
+            let hasBias = node.inputs.count > 2
+            let weightGradient: Tensor
+            if let core {
+                weightGradient = lowRankConv2dWeightGradient(compressed: core, outputGradient: dy, weightShape: weight.shape,
+                                                             convolution: convolution)
+            } else {
+                weightGradient = conv2dWeightGradient(input: input!, outputGradient: dy, weightShape: weight.shape,
+                                                      convolution: convolution)
+            }
+            accumulate(node.inputs[1], weightGradient)
+            if hasBias { accumulate(node.inputs[2], conv2dBiasGradient(outputGradient: dy)) }
+            if carries[0] {
+                accumulate(node.inputs[0], conv2dInputGradient(outputGradient: dy, weight: weight, inputShape: inputShape,
+                                                               convolution: convolution))
+            }
+        case .gemm, .matMul:
+            let parameters: Gemm
+            if case .gemm(let gemm) = node.operation { parameters = gemm } else { parameters = Gemm() }
+            let biasShape = node.inputs.count > 2 ? shapes[2] : nil
+            if let core {
+                if carries[0] {
+                    let result = lowRankLinearBackward(compressed: core, weight: weight, biasShape: biasShape, parameters: parameters,
+                                                       outputGradient: dy)
+                    accumulate(node.inputs[0], result.input)
+                    accumulate(node.inputs[1], result.weight)
+                    if let bias = result.bias { accumulate(node.inputs[2], bias) }
+                } else {
+                    accumulate(node.inputs[1], lowRankLinearWeightGradient(compressed: core, outputGradient: dy,
+                                                                           layout: LinearWeightLayout(gemm: parameters),
+                                                                           alpha: parameters.alpha))
+                    if let biasShape { accumulate(node.inputs[2], Self.scaled(sumToShape(dy, shape: biasShape), parameters.beta)) }
+                }
+            } else {
+                let x = input!
+                let features = x.shape[x.rank - 1]
+                let rows = x.count / max(features, 1)
+                let outputs = dy.shape[dy.rank - 1]
+                let result = gemmGradients(a: x.reshaped(to: [rows, features]), b: weight, cShape: biasShape,
+                                           outputGradient: dy.reshaped(to: [rows, outputs]), parameters: parameters)
+                accumulate(node.inputs[1], result.b)
+                if let bias = result.c { accumulate(node.inputs[2], bias) }
+                if carries[0] { accumulate(node.inputs[0], result.a.reshaped(to: inputShape)) }
+            }
+        default:
+            preconditionFailure("a trained layer is a convolution or a linear layer")
+        }
+    }
+
+    private static func scaled(_ tensor: Tensor, _ factor: Float) -> Tensor {
+        if factor == 1 { return tensor }
+        var result = tensor
+        result.withUnsafeMutableBufferPointer { values in for k in values.indices { values[k] *= factor } }
+        return result
+    }
+
+    /// The gradients of a non-trained operator's operands (`nil` where no gradient is needed).
+    private static func inputGradients(_ operation: Operator, operands: [Tensor?], shapes: [[Int]], output: Tensor?,
+                                       carries: [Bool], dy: Tensor) -> [Tensor?] {
+        var result = [Tensor?](repeating: nil, count: shapes.count)
+        func placeholder(_ index: Int) -> Tensor { operands[index] ?? Tensor(shape: shapes[index]) }
+        switch operation {
+        case .convolution(let convolution):
+            result[0] = conv2dInputGradient(outputGradient: dy, weight: operands[1]!, inputShape: shapes[0], convolution: convolution)
+        case .batchNormalization(let epsilon):
+            result[0] = frozenBatchNormalizationInputGradient(dy, scale: operands[1]!, variance: operands[4]!, epsilon: epsilon)
+        case .activation(let activation):
+            if activation.isDifferentiableFromOutput, let output {
+                result[0] = activationGradient(activation, output: output, outputGradient: dy)
+            } else {
+                result[0] = activationGradient(activation, input: operands[0]!, outputGradient: dy)
+            }
+        case .binary(let op):
+            switch op {
+            case .add, .subtract:
+                if carries[0] { result[0] = sumToShape(dy, shape: shapes[0]) }
+                if carries[1] { result[1] = scaled(sumToShape(dy, shape: shapes[1]), op == .subtract ? -1 : 1) }
+            case .multiply, .divide:
+                let gradients = binaryGradients(placeholder(0), placeholder(1), op, outputGradient: dy)
+                result[0] = carries[0] ? gradients.a : nil
+                result[1] = carries[1] ? gradients.b : nil
+            }
+        case .concat(let axis):
+            let parts = concatGradients(outputGradient: dy, inputShapes: shapes, axis: axis)
+            for index in parts.indices where carries[index] { result[index] = parts[index] }
+        case .maxPool(let pooling):
+            result[0] = maxPool2dGradient(input: operands[0]!, outputGradient: dy, pooling: pooling)
+        case .averagePool(let pooling, let countIncludePad):
+            result[0] = averagePool2dGradient(inputShape: shapes[0], outputGradient: dy, pooling: pooling, countIncludePad: countIncludePad)
+        case .globalAveragePool:
+            result[0] = globalAveragePoolGradient(inputShape: shapes[0], outputGradient: dy)
+        case .globalMaxPool:
+            result[0] = globalMaxPoolGradient(input: operands[0]!, outputGradient: dy)
+        case .flatten, .reshape, .squeeze, .unsqueeze, .identity:
+            result[0] = reshapeGradient(outputGradient: dy, inputShape: shapes[0])
+        case .transpose(let permutation):
+            result[0] = transposeGradient(outputGradient: dy, permutation: permutation)
+        case .gemm(let parameters):
+            let gradients = gemmGradients(a: placeholder(0), b: placeholder(1), cShape: shapes.count > 2 ? shapes[2] : nil,
+                                          outputGradient: dy, parameters: parameters)
+            result[0] = carries[0] ? gradients.a : nil
+            result[1] = carries[1] ? gradients.b : nil
+            if shapes.count > 2 && carries[2] { result[2] = gradients.c }
+        case .matMul:
+            let gradients = matMulGradients(placeholder(0), placeholder(1), outputGradient: dy)
+            result[0] = carries[0] ? gradients.a : nil
+            result[1] = carries[1] ? gradients.b : nil
+        case .softmax(let axis, let coercedTo2D):
+            result[0] = softmaxGradient(output: output!, outputGradient: dy, axis: axis, coercedTo2D: coercedTo2D)
+        case .pad(let pads, _, _):
+            result[0] = padGradient(outputGradient: dy, pads: pads)
+        case .reduceMean(let axes, let keepDimensions):
+            result[0] = reduceMeanGradient(inputShape: shapes[0], axes: axes, keepDimensions: keepDimensions, outputGradient: dy)
+        }
+        for index in result.indices where !carries[index] { result[index] = nil }
+        return result
+    }
+
+    /// One batch's loss, logits and gradients: `forward`, `softmaxCrossEntropy` (mean over the
+    /// batch) and `backward`.
+    ///
+    /// - Throws: as `forward`, and `.data` when a label is outside `0..<K` or their count differs
+    ///   from the batch.
+    public func lossAndGradients(images: Tensor, labels: [Int], keepingValueGradients kept: Set<String> = [])
+        throws(TrainingError) -> (loss: Float, logits: Tensor, gradients: BackwardResult, memory: BackwardMemory) {
+        let pass = try forward(images: images)
+        let logits = pass.logits
+        try Self.checkLabels(labels, logits: logits)
+        let (loss, logitsGradient) = softmaxCrossEntropy(logits: logits, labels: labels)
+        let memory = pass.memory
+        let result = backward(pass, logitsGradient: logitsGradient, keepingValueGradients: kept)
+        return (loss, logits, result, memory)
+    }
+
+    static func checkLabels(_ labels: [Int], logits: Tensor) throws(TrainingError) {
+        guard labels.count == logits.shape[0] else {
+            throw .data(reason: "\(labels.count) labels for a batch of \(logits.shape[0]) images")
+        }
+        let classes = logits.shape[1]
+        if let bad = labels.first(where: { $0 < 0 || $0 >= classes }) {
+            throw .data(reason: "label \(bad) is outside the model's \(classes) classes; give --classes N to train a new head")
+        }
+    }
+}
+
+/// The input gradient of frozen (inference-form) batch normalization over axis 1:
+/// `dX[n, c, …] = dY[n, c, …] · scale[c] / √(variance[c] + ε)` — no saved activation is needed.
+func frozenBatchNormalizationInputGradient(_ dy: Tensor, scale: Tensor, variance: Tensor, epsilon: Float) -> Tensor {
+    let channels = dy.shape[1]
+    let plane = dy.shape.dropFirst(2).reduce(1, *)
+    let batch = dy.shape[0]
+    let factors = (0..<channels).map { scale.scalars[$0] / (variance.scalars[$0] + epsilon).squareRoot() }
+    return Tensor(shape: dy.shape) { out in
+        dy.withUnsafeBufferPointer { g in
+            for n in 0..<batch {
+                for c in 0..<channels {
+                    let base = (n * channels + c) * plane
+                    let factor = factors[c]
+                    for k in 0..<plane { out[base + k] = g[base + k] * factor }
+                }
+            }
+        }
+    }
+}
+
+/// What a piecewise-linear activation keeps for its backward: one bit per element saying on which
+/// piece the element lies, 32 times smaller than its float32 input or output.
+///
+/// | activation | bit set when | `dX` |
+/// | --- | --- | --- |
+/// | `relu` | `y > 0` | `bit ? dY : 0` |
+/// | `clip(min, max)` (ReLU6) | `min < y < max` | `bit ? dY : 0` |
+/// | `leakyRelu(α > 0)` | `y > 0` | `bit ? dY : α·dY` |
+/// | `hardSigmoid(α > 0, β)` | `0 < y < 1` | `bit ? α·dY : 0` |
+///
+/// The kink conventions are those of `Activation.derivative(fromOutput:)` (PyTorch's).
+struct ActivationMask: Sendable {
+    /// The slopes on the two pieces: `(bit clear, bit set)`.
+    let slopes: (clear: Float, set: Float)
+    let shape: [Int]
+    let words: [UInt64]
+
+    /// Whether an activation is stored as a mask.
+    static func applies(to activation: Activation) -> Bool {
+        switch activation {
+        case .relu, .clip: true
+        case .leakyRelu(let alpha): alpha > 0
+        case .hardSigmoid(let alpha, _): alpha > 0
+        default: false
+        }
+    }
+
+    /// The mask of an activation's output, or `nil` when the activation is not piecewise linear
+    /// with two slopes.
+    init?(_ activation: Activation, output: Tensor) {
+        guard Self.applies(to: activation) else { return nil }
+        let predicate: (Float) -> Bool
+        switch activation {
+        case .relu:
+            slopes = (0, 1)
+            predicate = { $0 > 0 }
+        case .clip(let minimum, let maximum):
+            slopes = (0, 1)
+            predicate = { $0 > minimum && $0 < maximum }
+        case .leakyRelu(let alpha):
+            slopes = (alpha, 1)
+            predicate = { $0 > 0 }
+        case .hardSigmoid(let alpha, _):
+            slopes = (0, alpha)
+            predicate = { $0 > 0 && $0 < 1 }
+        default:
+            return nil
+        }
+        shape = output.shape
+        let count = output.count
+        var words = [UInt64](repeating: 0, count: (count + 63) / 64)
+        output.withUnsafeBufferPointer { y in
+            for k in 0..<count where predicate(y[k]) { words[k >> 6] |= 1 << UInt64(k & 63) }
+        }
+        self.words = words
+    }
+
+    /// Bytes held.
+    var bytes: Int { words.count * MemoryLayout<UInt64>.size }
+
+    /// `dX[k] = dY[k] · slope(bit k)`.
+    func inputGradient(_ dy: Tensor) -> Tensor {
+        precondition(dy.shape == shape, "activation gradient \(dy.shape) for an output of \(shape)")
+        let (clear, set) = slopes
+        return Tensor(shape: shape) { out in
+            dy.withUnsafeBufferPointer { g in
+                for k in 0..<out.count {
+                    out[k] = g[k] * ((words[k >> 6] >> UInt64(k & 63)) & 1 == 1 ? set : clear)
+                }
+            }
+        }
+    }
+}

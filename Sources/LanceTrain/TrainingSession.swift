@@ -1,0 +1,218 @@
+import LanceCore
+import LanceModel
+import LanceNN
+import LanceRuntime
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The settings of a `Trainer`; the defaults are the paper's recipe (method section 6.1): SGD with
+/// η₀ = 0.05, momentum 0.9, weight decay 1e-4, cosine annealing per epoch to 0.01·η₀, gradient-norm
+/// clipping at 2.0.
+public struct TrainerConfiguration: Sendable, Equatable {
+    /// The update rule.
+    public var optimizer: OptimizerKind
+    /// The base learning rate η₀.
+    public var learningRate: Float
+    /// η_min of the cosine schedule (`nil`: 0.01·η₀).
+    public var minimumLearningRate: Float?
+    /// Epochs (or steps with `schedulePerStep`) the cosine anneals over; 0 keeps η₀.
+    public var scheduleLength: Int
+    /// Whether the cosine advances per optimizer step instead of per epoch.
+    public var schedulePerStep: Bool
+    /// The global gradient-norm bound (`nil`: no clipping).
+    public var maxGradientNorm: Float?
+    /// Whether the head's input is compressed like the convolutions' (see `TrainingGraph`).
+    public var compressHead: Bool
+
+    /// Creates settings (the paper's recipe by default, 50 epochs).
+    public init(optimizer: OptimizerKind = .paperSGD, learningRate: Float = 0.05, minimumLearningRate: Float? = nil,
+                scheduleLength: Int = 50, schedulePerStep: Bool = false, maxGradientNorm: Float? = 2.0,
+                compressHead: Bool = false) {
+        self.optimizer = optimizer
+        self.learningRate = learningRate
+        self.minimumLearningRate = minimumLearningRate
+        self.scheduleLength = scheduleLength
+        self.schedulePerStep = schedulePerStep
+        self.maxGradientNorm = maxGradientNorm
+        self.compressHead = compressHead
+    }
+
+    /// The schedule these settings describe.
+    public var schedule: CosineSchedule {
+        CosineSchedule(baseLearningRate: learningRate, minimumLearningRate: minimumLearningRate, length: scheduleLength,
+                       perStep: schedulePerStep)
+    }
+}
+
+/// What one training step did.
+public struct StepResult: Sendable, Equatable {
+    /// The batch's mean softmax cross-entropy (before the update).
+    public var loss: Float
+    /// The fraction of the batch whose arg-max logit is its label (before the update).
+    public var accuracy: Float
+    /// Samples classified correctly.
+    public var correct: Int
+    /// The bytes held for backward, counted from the saved tensors.
+    public var memory: BackwardMemory
+    /// The learning rate of this update.
+    public var learningRate: Float
+    /// The global gradient norm before clipping.
+    public var gradientNorm: Float
+    /// The process's peak resident memory so far (`getrusage` `ru_maxrss`), in bytes.
+    public var peakResidentBytes: Int
+}
+
+/// The loss and accuracy of a batch under the current weights (forward only).
+public struct EvaluationResult: Sendable, Equatable {
+    /// Mean softmax cross-entropy.
+    public var loss: Float
+    /// Fraction correct.
+    public var accuracy: Float
+    /// Samples classified correctly.
+    public var correct: Int
+    /// The logits `[B, K]`.
+    public var logits: Tensor
+}
+
+/// Fine-tunes a model on batches an app (or the command line) supplies: each `step` runs the
+/// training forward (`TrainingGraph`), softmax cross-entropy, the backward pass, gradient-norm
+/// clipping and one optimizer update with the scheduled learning rate. The trainer owns a copy of
+/// the graph and updates its trained parameters in place (`graph`).
+///
+/// A step whose loss or gradients are not finite throws `TrainingError.numeric` and changes
+/// nothing (neither the parameters nor the optimizer state).
+///
+/// ```swift
+/// var trainer = try Trainer(graph: graph, layers: try graph.trainedLayers(.last(2)),
+///                           method: .lance(calibration), configuration: TrainerConfiguration(scheduleLength: 10))
+/// for (images, labels) in batches { let result = try trainer.step(images: images, labels: labels) }
+/// trainer.finishEpoch()
+/// ```
+public struct Trainer: Sendable {
+    /// The training graph runner (its `graph` holds the current parameters).
+    public private(set) var runner: TrainingGraph
+    /// The optimizer and its state.
+    public private(set) var optimizer: Optimizer
+    /// The settings.
+    public let configuration: TrainerConfiguration
+
+    /// The model with the trained parameters' current values.
+    public var graph: Graph { runner.graph }
+
+    /// Prepares training.
+    ///
+    /// - Throws: as `TrainingGraph.init`.
+    public init(graph: Graph, layers: [TrainedLayer], method: TrainingMethod,
+                configuration: TrainerConfiguration = TrainerConfiguration()) throws(TrainingError) {
+        self.runner = try TrainingGraph(graph: graph, layers: layers, method: method, compressHead: configuration.compressHead)
+        self.optimizer = Optimizer(configuration.optimizer)
+        self.configuration = configuration
+    }
+
+    /// The learning rate the next step uses.
+    public var learningRate: Float {
+        configuration.schedule.learningRate(step: optimizer.step, epoch: optimizer.epoch)
+    }
+
+    /// One training step on a batch.
+    ///
+    /// - Parameters:
+    ///   - images: the model input `[B, ...]` (under `lance`, B is the calibration batch size).
+    ///   - labels: B class indices in `0..<K`.
+    /// - Throws: `TrainingError.data` for labels or a batch that do not fit; `.graph` for an input
+    ///   shape the model rejects; `.numeric` when the loss or a gradient is NaN or infinite (the
+    ///   update is then not applied).
+    public mutating func step(images: Tensor, labels: [Int]) throws(TrainingError) -> StepResult {
+        let (loss, logits, backward, memory) = try runner.lossAndGradients(images: images, labels: labels)
+        let correct = zip(logits.argmaxPerRow(), labels).filter { $0 == $1 }.count
+        var gradients = backward.parameterGradients
+        let stepNumber = optimizer.step + 1
+        guard loss.isFinite else {
+            throw .numeric(reason: "training step \(stepNumber): the loss is \(loss); the update was not applied — lower the learning rate or check the data for NaN or infinite values")
+        }
+        let norm = configuration.maxGradientNorm.map { clipGradientNorm(&gradients, maxNorm: $0) } ?? globalGradientNorm(gradients)
+        guard norm.isFinite else {
+            let culprit = gradients.keys.sorted().first { name in gradients[name]!.scalars.contains { !$0.isFinite } } ?? "?"
+            throw .numeric(reason: "training step \(stepNumber): the gradient of '\(culprit)' is not finite (norm \(norm)); the update was not applied — lower the learning rate")
+        }
+        let rate = learningRate
+        var parameters: [String: Tensor] = [:]
+        for name in runner.trainedParameterNames { parameters[name] = runner.parameter(name) }
+        optimizer.update(&parameters, gradients: gradients, learningRate: rate)
+        for name in runner.trainedParameterNames {
+            if let value = parameters[name] { runner.setParameter(name, to: value) }
+        }
+        return StepResult(loss: loss, accuracy: Float(correct) / Float(max(labels.count, 1)), correct: correct,
+                          memory: memory, learningRate: rate, gradientNorm: norm, peakResidentBytes: peakResidentBytes())
+    }
+
+    /// Marks an epoch as completed (advances a per-epoch schedule).
+    public mutating func finishEpoch() {
+        optimizer.epoch += 1
+    }
+
+    /// Loss and accuracy of a batch under the current weights, forward only (any batch size; the
+    /// whole graph runs through an `InferenceSession`).
+    ///
+    /// - Throws: `TrainingError.graph` or `.data` as `step`.
+    public func evaluate(images: Tensor, labels: [Int]) throws(TrainingError) -> EvaluationResult {
+        var scoring = runner.graph
+        scoring.outputs = [ValueInfo(name: runner.logitsName, dimensions: nil)]
+        let logits: Tensor
+        do {
+            logits = try InferenceSession(graph: scoring).run(images)
+        } catch {
+            throw .graph(error)
+        }
+        try TrainingGraph.checkLabels(labels, logits: logits)
+        let (loss, _) = softmaxCrossEntropy(logits: logits, labels: labels)
+        let correct = zip(logits.argmaxPerRow(), labels).filter { $0 == $1 }.count
+        return EvaluationResult(loss: loss, accuracy: Float(correct) / Float(max(labels.count, 1)), correct: correct, logits: logits)
+    }
+
+    /// The optimizer state with the schedule and clipping settings (`OptimizerState` names).
+    public var snapshot: OptimizerState {
+        var state = optimizer.snapshot
+        state.hyperparameters["learning_rate"] = Double(configuration.learningRate)
+        state.hyperparameters["minimum_learning_rate"] = Double(configuration.schedule.minimumLearningRate)
+        state.hyperparameters["schedule_length"] = Double(configuration.scheduleLength)
+        state.hyperparameters["schedule_per_step"] = configuration.schedulePerStep ? 1 : 0
+        state.hyperparameters["max_gradient_norm"] = Double(configuration.maxGradientNorm ?? 0)
+        return state
+    }
+
+    /// Continues from a saved state: the optimizer's step, epoch and slots are restored (the graph's
+    /// parameters must be those saved with it). The update rule must match the configuration's.
+    ///
+    /// - Throws: `TrainingError.data` when the snapshot is of another kind or lacks a slot shape.
+    public mutating func restore(_ snapshot: OptimizerState) throws(TrainingError) {
+        let restored = try Optimizer(restoring: snapshot)
+        guard restored.kind == configuration.optimizer else {
+            throw .data(reason: "the saved optimizer is \(snapshot.kind) with other settings than this run's \(configuration.optimizer.name); resume with the same optimizer settings")
+        }
+        for (slot, tensor) in snapshot.slots {
+            guard let name = slot.split(separator: "/", maxSplits: 1).last.map(String.init),
+                  let parameter = runner.parameter(name), parameter.shape == tensor.shape else {
+                throw .data(reason: "the saved optimizer slot '\(slot)' does not match a trained parameter of this model")
+            }
+        }
+        optimizer = restored
+    }
+}
+
+/// The process's peak resident set size in bytes (`getrusage(RUSAGE_SELF).ru_maxrss`, which Linux
+/// reports in KiB and macOS in bytes).
+public func peakResidentBytes() -> Int {
+    var usage = rusage()
+    #if os(Linux)
+    guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return 0 }
+    return Int(usage.ru_maxrss) * 1024
+    #else
+    guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
+    return Int(usage.ru_maxrss)
+    #endif
+}
