@@ -24,6 +24,8 @@ let package = Package(
         .executable(name: "lance-inspect", targets: ["lance-inspect"]),
         .executable(name: "lance-eval", targets: ["lance-eval"]),
         .executable(name: "lance-convert", targets: ["lance-convert"]),
+        .executable(name: "lance-export", targets: ["lance-export"]),
+        .executable(name: "lance-train", targets: ["lance-train"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -72,6 +74,8 @@ let package = Package(
         .executableTarget(name: "lance-inspect", dependencies: ["LanceCLI"]),
         .executableTarget(name: "lance-eval", dependencies: ["LanceCLI"]),
         .executableTarget(name: "lance-convert", dependencies: ["LanceCLI"]),
+        .executableTarget(name: "lance-export", dependencies: ["LanceCLI"]),
+        .executableTarget(name: "lance-train", dependencies: ["LanceCLI"]),
 
         .target(name: "LanceTestSupport", dependencies: ["LanceCore"], path: "Tests/LanceTestSupport"),
         .testTarget(name: "CShimTests",
@@ -92,7 +96,7 @@ let package = Package(
                     dependencies: ["LanceCore", "LanceModel", "LanceRuntime", "LanceONNX",
                                    "LanceData", "LanceTestSupport"]),
         .testTarget(name: "LanceCLITests",
-                    dependencies: ["LanceCLI", "LanceCore", "LanceData", "LanceTestSupport",
-                                   "lance-inspect", "lance-eval", "lance-convert"]),
+                    dependencies: ["LanceCLI", "LanceCore", "LanceData", "LanceFormat", "LanceTestSupport",
+                                   "lance-inspect", "lance-eval", "lance-convert", "lance-export", "lance-train"]),
     ]
 )

@@ -1,0 +1,9 @@
+import LanceCLI
+
+@main
+struct Entrypoint {
+    static func main() {
+        relaunchWithSupportedBLASKernels()
+        TrainCommand.main()
+    }
+}

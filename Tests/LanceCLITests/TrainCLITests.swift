@@ -1,0 +1,190 @@
+import Foundation
+import LanceCore
+import LanceFormat
+import LanceTestSupport
+import Testing
+
+@Suite("lance-train",
+       .enabled(if: Fixtures.sharedAvailable && Fixtures.fashionMNISTAvailable,
+                "needs ../shared/models (or $LANCE_SHARED) and Fashion-MNIST (apt-get install dataset-fashion-mnist)"))
+struct TrainCLITests {
+    static let model = Fixtures.model("mobilenet_v2_imagenet.onnx")
+    static let train = Fixtures.fashionMNIST("train-images-idx3-ubyte.gz")
+    static let test = Fixtures.fashionMNIST("t10k-images-idx3-ubyte.gz")
+
+    /// MobileNetV2 at 64×64, calibrated on Fashion-MNIST with batches of 8 (last:2 plus the head).
+    static func calibratedContainer(in folder: URL, calibrated: Bool = true) throws -> String {
+        let path = folder.appendingPathComponent(calibrated ? "calibrated.lance" : "plain.lance").path
+        var arguments = [model, "-o", path, "--input-size", "64,64", "--preprocessing", "imagenet", "--resize", "direct"]
+        if calibrated {
+            arguments += ["--calibration", train, "--batch-size", "8", "--calibration-batches", "2", "--train-layers", "last:2"]
+        }
+        let result = try runTool("lance-convert", arguments)
+        try #require(result.status == 0, "\(result.stderr)")
+        return path
+    }
+
+    static func parameters(_ container: Container) -> [String: [Float]] {
+        Dictionary(container.graph.parameters.map { ($0.name, $0.tensor.scalars) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    @Test("lance training writes weights, metrics, optimizer state and the task")
+    func trainLance() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        let output = folder.appendingPathComponent("trained.lance").path
+        let result = try runTool("lance-train", [source, "--data", Self.train, "--eval-data", Self.test, "--epochs", "2",
+                                                 "--limit", "32", "--classes", "10", "--method", "lance", "-o", output])
+        #expect(result.status == 0, "\(result.stderr)")
+        let epochLines = result.stdout.split(separator: "\n").filter { $0.hasPrefix("epoch ") }
+        #expect(epochLines.count == 2, "\(result.stdout)")
+        for line in epochLines {
+            let loss = line.split(separator: ",").first.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+            #expect(loss.map(\.isFinite) == true, "\(line)")
+            #expect(line.contains("eval accuracy"))
+        }
+        #expect(result.stdout.contains("held for backward"))
+        #expect(result.stdout.contains("with the weights of epoch"))
+        #expect(result.stderr.contains("MiB held for backward"))
+
+        let container = try ContainerFile.read(output)
+        for epoch in 1...2 {
+            let names = Set(container.metrics.filter { $0.scope == "epoch \(epoch)" }.map(\.name))
+            #expect(names == ["train_loss", "train_accuracy", "eval_accuracy", "images_per_second",
+                              "backward_bytes_trained_layers", "backward_bytes_other", "peak_resident_mib"], "\(names)")
+        }
+        let held = try #require(container.metrics.first { $0.scope == "epoch 1" && $0.name == "backward_bytes_trained_layers" })
+        #expect(held.value > 0)
+        let state = try #require(container.optimizerState)
+        #expect(state.kind == "sgd")
+        #expect(state.epoch >= 1 && state.step == state.epoch * 4)
+        #expect(state.hyperparameters["schedule_length"] == 2)
+        #expect(!state.slots.isEmpty)
+        #expect(container.tasks.first?.classes == 10)
+        #expect(container.tasks.first?.classNames.count == 10)
+        #expect(container.tasks.first?.name == Fixtures.fashionMNISTRoot.lastPathComponent)
+        // The head was replaced (10 classes) and trained; the source container is unchanged in shape.
+        let head = try #require(container.graph.parameters.first { $0.name == "lance_head.weight" })
+        #expect(head.tensor.shape.first == 10)
+        #expect(head.trainable)
+    }
+
+    @Test("a checkpoint resumes to the same weights as an uninterrupted run")
+    func resumeEquivalence() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        let common = ["--data", Self.train, "--epochs", "2", "--limit", "24", "--classes", "10", "--seed", "3"]
+        let whole = folder.appendingPathComponent("whole.lance").path
+        var result = try runTool("lance-train", [source, "-o", whole] + common)
+        #expect(result.status == 0, "\(result.stderr)")
+
+        let split = folder.appendingPathComponent("split.lance").path
+        result = try runTool("lance-train", [source, "-o", split, "--stop-after", "1"] + common)
+        #expect(result.status == 0, "\(result.stderr)")
+        let checkpoint = try ContainerFile.read(split)
+        #expect(checkpoint.optimizerState?.epoch == 1)
+        result = try runTool("lance-train", [split, "--data", Self.train, "--limit", "24", "--seed", "3", "--resume"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("epochs 2–2 of 2"), "\(result.stdout)")
+
+        let a = try ContainerFile.read(whole), b = try ContainerFile.read(split)
+        #expect(Self.parameters(a) == Self.parameters(b))
+        #expect(a.optimizerState == b.optimizerState)
+        #expect(a.metrics.filter { $0.name == "train_loss" }.map(\.value) == b.metrics.filter { $0.name == "train_loss" }.map(\.value))
+    }
+
+    @Test("another batch size than the calibration's is refused under lance, and nothing is written")
+    func batchSizeMismatch() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        let before = try Data(contentsOf: URL(fileURLWithPath: source))
+        let result = try runTool("lance-train", [source, "--data", Self.train, "--batch-size", "4", "--limit", "16", "--classes", "10"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("calibration batch size 8"), "\(result.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: source)) == before)
+    }
+
+    @Test("full and hosvd train with their own batch size")
+    func fullAndHOSVD() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        var held: [String: Double] = [:]
+        for method in ["full", "hosvd"] {
+            let output = folder.appendingPathComponent("\(method).lance").path
+            let result = try runTool("lance-train", [source, "--data", Self.train, "--method", method, "--batch-size", "4",
+                                                     "--epochs", "1", "--limit", "16", "--classes", "10", "-o", output])
+            #expect(result.status == 0, "\(method): \(result.stderr)")
+            #expect(result.stdout.contains("with \(method)"))
+            let container = try ContainerFile.read(output)
+            held[method] = container.metrics.first { $0.scope == "epoch 1" && $0.name == "backward_bytes_trained_layers" }?.value
+        }
+        let full = try #require(held["full"]), hosvd = try #require(held["hosvd"])
+        #expect(full > 0 && hosvd > 0 && hosvd < full, "full \(full), hosvd \(hosvd)")
+    }
+
+    @Test("lance needs calibration; full trains a plain container with --train-layers")
+    func uncalibrated() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let plain = try Self.calibratedContainer(in: folder, calibrated: false)
+        var result = try runTool("lance-train", [plain, "--data", Self.train, "--limit", "16", "--classes", "10"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("lance-convert") && result.stderr.contains("--calibration"), "\(result.stderr)")
+        result = try runTool("lance-train", [plain, "--data", Self.train, "--method", "full", "--train-layers", "last:1",
+                                             "--batch-size", "8", "--epochs", "1", "--limit", "16", "--classes", "10"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try ContainerFile.read(plain).optimizerState?.epoch == 1)
+    }
+
+    @Test("a run that diverges stops with a clear message and leaves the container byte-identical")
+    func divergenceLeavesContainer() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        // A first epoch writes a checkpoint in place.
+        var result = try runTool("lance-train", [source, "--data", Self.train, "--epochs", "3", "--stop-after", "1",
+                                                 "--limit", "16", "--classes", "10"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let before = try Data(contentsOf: URL(fileURLWithPath: source))
+        // Resuming with an absurd learning rate blows up within the epoch.
+        result = try runTool("lance-train", [source, "--data", Self.train, "--limit", "16", "--resume", "--lr", "1e30"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("not applied") && result.stderr.contains("checkpoint of epoch 1"), "\(result.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: source)) == before)
+    }
+
+    @Test("Ctrl-C stops after the current step and leaves the last checkpoint intact")
+    func interrupt() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        let output = folder.appendingPathComponent("interrupted.lance").path
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let executable = [products, products.deletingLastPathComponent()].map { $0.appendingPathComponent("lance-train") }
+            .first { FileManager.default.fileExists(atPath: $0.path) } ?? Fixtures.projectRoot.appendingPathComponent(".build/debug/lance-train")
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = [source, "--data", Self.train, "--epochs", "3", "--limit", "800", "--classes", "10", "-o", output]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Wait for the checkpoint of epoch 1, then interrupt during epoch 2.
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: output) && process.isRunning && Date() < deadline { usleep(10_000) }
+        let checkpoint = try Data(contentsOf: URL(fileURLWithPath: output))
+        kill(process.processIdentifier, SIGINT)
+        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        _ = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 130, "\(stdout)")
+        #expect(stdout.contains("interrupted in epoch 2"), "\(stdout)")
+        #expect(stdout.contains("checkpoint of epoch 1"), "\(stdout)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == checkpoint)
+        #expect(try ContainerFile.read(output).optimizerState?.epoch == 1)
+    }
+}
