@@ -2,7 +2,8 @@
 # The LANCE demo: installs the system packages, builds the tools in release mode, inspects the
 # pretrained MobileNetV2, classifies 20 real ImageNet images with it, converts it to a .lance
 # container calibrated on Fashion-MNIST (LANCE projection bases for the last 4 convolutions and the
-# head), shows the bases and the activation memory they save, and runs the Keras CIFAR-10 model.
+# head), shows the bases and the activation memory they save, fine-tunes it on Fashion-MNIST with a
+# new head, exports it to ONNX, and runs the Keras CIFAR-10 model.
 # Model and data: ../shared next to the project (or $LANCE_SHARED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,8 @@ fi
 swift build -c release --product lance-inspect
 swift build -c release --product lance-eval
 swift build -c release --product lance-convert
+swift build -c release --product lance-train
+swift build -c release --product lance-export
 bin="$(swift build -c release --show-bin-path)"
 
 model="$shared/models/mobilenet_v2_imagenet.onnx"
@@ -55,8 +58,15 @@ if [ -f "$fashion" ]; then
     echo "== lance-inspect of the container (bases of the head)"
     "$bin/lance-inspect" "$out/mobilenet_v2.lance" --bases | tail -n 6
     echo
-    echo "== lance-eval on the container"
+    echo "== lance-eval on the container (still the ImageNet model)"
     "$bin/lance-eval" "$out/mobilenet_v2.lance" --data "$data/images.npy" --labels "$data/labels.npy" | tail -n 1
+    echo
+    echo "== lance-train: fine-tune those layers and a new 10-class head on Fashion-MNIST (LANCE, 1 epoch, 1024 images)"
+    "$bin/lance-train" "$out/mobilenet_v2.lance" --data "$fashion" \
+        --eval-data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --classes 10 --epochs 1 --limit 1024
+    echo
+    echo "== lance-export: the fine-tuned model as ONNX"
+    "$bin/lance-export" "$out/mobilenet_v2.lance" -o "$out/mobilenet_v2_fashion.onnx"
 else
     echo "demo: $fashion is missing (apt-get install dataset-fashion-mnist); skipping calibration" >&2
 fi

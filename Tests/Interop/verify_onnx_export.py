@@ -59,6 +59,26 @@ for index, (name, model, data, reference, layout, reference_tolerance) in enumer
     same_top1 = bool((runtime.argmax(1) == expected.argmax(1)).all())
     check(f"{name}: same top-1 as the reference", same_top1, f"{int((runtime.argmax(1) == expected.argmax(1)).sum())}/{len(expected)}")
 
+# After a short LANCE fine-tune with a new 10-class head: the export still agrees with lance-eval.
+fashion = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+if os.path.exists(fashion):
+    container = os.path.join(work, "tuned.lance")
+    exported = os.path.join(work, "tuned.onnx")
+    lance_outputs = os.path.join(work, "tuned.npy")
+    tool("lance-convert", f"{shared}/models/mobilenet_v2_imagenet.onnx", "-o", container, "--calibration", fashion,
+         "--preprocessing", "imagenet", "--resize", "direct", "--train-layers", "last:2", "--batch-size", "4",
+         "--calibration-batches", "2")
+    tool("lance-train", container, "--data", fashion, "--classes", "10", "--epochs", "1", "--limit", "16")
+    tool("lance-export", container, "-o", exported)
+    tool("lance-eval", container, "--data", f"{shared}/data/imagenet20/images.npy", "--dump-outputs", lance_outputs)
+    runtime = ort_outputs(exported, np.load(f"{shared}/data/imagenet20/images.npy"))
+    ours = np.load(lance_outputs)
+    difference = float(np.abs(runtime - ours).max())
+    check("MobileNetV2 after a LANCE fine-tune with a 10-class head: ONNX Runtime vs lance-eval",
+          runtime.shape == (20, 10) and difference <= 1e-4, f"shape {runtime.shape}, max |Δ| {difference:.2e}")
+else:
+    print(f"skipped the fine-tuned case: {fashion} is missing (apt-get install dataset-fashion-mnist)")
+
 failed = results.count(False)
 print(f"{len(results) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

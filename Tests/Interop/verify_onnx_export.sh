@@ -10,7 +10,7 @@ if [ ! -d "$shared/models" ]; then
     exit 1
 fi
 bin="${1:-$(swift build --package-path "$root" --show-bin-path)}"
-for tool in lance-convert lance-export lance-eval; do
+for tool in lance-convert lance-export lance-eval lance-train; do
     [ -x "$bin/$tool" ] || swift build --package-path "$root" --product "$tool" >&2
 done
 venv="$root/Tests/Interop/.venv"
