@@ -75,6 +75,10 @@ let package = Package(
         .executableTarget(name: "lance-eval", dependencies: ["LanceCLI"]),
         .executableTarget(name: "lance-convert", dependencies: ["LanceCLI"]),
         .executableTarget(name: "lance-export", dependencies: ["LanceCLI"]),
+        // The library API example of docs/library.md (built with the package so it keeps compiling).
+        .executableTarget(name: "lance-example-fine-tune",
+                          dependencies: ["LanceCore", "LanceData", "LanceFormat", "LanceModel", "LanceTrain"],
+                          path: "Examples/fine-tune"),
         .executableTarget(name: "lance-train", dependencies: ["LanceCLI"]),
 
         .target(name: "LanceTestSupport", dependencies: ["LanceCore"], path: "Tests/LanceTestSupport"),
