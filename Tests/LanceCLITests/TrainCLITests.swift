@@ -187,4 +187,36 @@ struct TrainCLITests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == checkpoint)
         #expect(try ContainerFile.read(output).optimizerState?.epoch == 1)
     }
+
+    @Test("kill -9 during training leaves a valid container that --resume continues")
+    func killedThenResumed() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        let output = folder.appendingPathComponent("killed.lance").path
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let executable = [products, products.deletingLastPathComponent()].map { $0.appendingPathComponent("lance-train") }
+            .first { FileManager.default.fileExists(atPath: $0.path) } ?? Fixtures.projectRoot.appendingPathComponent(".build/debug/lance-train")
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = [source, "--data", Self.train, "--epochs", "3", "--limit", "800", "--classes", "10", "-o", output]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait for the first checkpoint, then kill the process without warning during epoch 2.
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: output) && process.isRunning && Date() < deadline { usleep(10_000) }
+        usleep(100_000)
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal)
+        let checkpoint = try ContainerFile.read(output)
+        let epoch = try #require(checkpoint.optimizerState?.epoch)
+        #expect(epoch >= 1 && epoch < 3)
+        let resumed = try runTool("lance-train", [output, "--data", Self.train, "--epochs", "3", "--limit", "800", "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        // The run finished the remaining epochs (the container keeps the best epoch's weights).
+        #expect(resumed.stdout.contains("done:"), "\(resumed.stdout)")
+        #expect(try ContainerFile.read(output).metrics.contains { $0.scope == "epoch 3" })
+    }
 }
