@@ -33,7 +33,7 @@ public struct EvalCommand: ParsableCommand {
     @Option(help: "Layout of image data: nchw, or nhwc as Keras users have it (converted to NCHW).")
     var inputLayout: InputLayout = .nchw
 
-    @Option(help: "Input data: a .npy array whose first axis is the sample index.")
+    @Option(help: "Input data: a .npy array whose first axis is the sample index, or a folder of class folders, IDX, HDF5 or .npz data (preprocessed as the container records, with their labels).")
     var data: String
 
     @Option(help: "Integer class labels: a .npy array with one entry per sample.")
@@ -45,6 +45,9 @@ public struct EvalCommand: ParsableCommand {
     @Option(help: "Samples per forward pass.")
     var batchSize = 32
 
+    @Option(help: "Evaluate only the first N samples of a data source.")
+    var limit: Int?
+
     public init() {}
 
     public func validate() throws {
@@ -52,9 +55,14 @@ public struct EvalCommand: ParsableCommand {
     }
 
     public func run() throws {
-        let graph = try reportingUnsupportedOperators { try loadModelOrContainer(model, architecture: architecture).graph }
+        let loaded = try reportingUnsupportedOperators { try loadModelOrContainer(model, architecture: architecture) }
+        let graph = loaded.graph
         guard graph.inputs.count == 1, graph.outputs.count >= 1 else {
             throw CommandError.dataMismatch(path: model, reason: "lance-eval needs a model with one input; this one has \(graph.inputs.count)")
+        }
+        if URL(fileURLWithPath: data).pathExtension.lowercased() != "npy" {
+            try evaluateDataSource(graph: graph, preprocessing: loaded.container?.preprocessing)
+            return
         }
         var input = try NPY.read(data).tensor
         if inputLayout == .nhwc {
@@ -84,7 +92,34 @@ public struct EvalCommand: ParsableCommand {
         let start = DispatchTime.now()
         let outputs = try session.run(input, batchSize: batchSize)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
-        let samples = input.shape[0]
+        try report(outputs: outputs, labels: labelValues, seconds: seconds)
+    }
+
+    /// Evaluates a data source (image folder, IDX, HDF5, `.npz`) preprocessed as the container
+    /// records (or, for a model file, resized to the model's input), with the source's labels.
+    private func evaluateDataSource(graph: Graph, preprocessing recorded: Preprocessing?) throws {
+        var preprocessing = recorded ?? Preprocessing(resize: .direct)
+        if recorded == nil, let dimensions = graph.inputs.first?.dimensions, dimensions.count == 4 {
+            if case .fixed(let channels) = dimensions[1] { preprocessing.channels = channels }
+            if case .fixed(let height) = dimensions[2], case .fixed(let width) = dimensions[3] { preprocessing.size = [height, width] }
+        }
+        let source = try openDataSource(data, preprocessing: preprocessing)
+        var batches = try BatchIterator(source: source, batchSize: batchSize, limit: limit)
+        let session = InferenceSession(graph: graph)
+        var outputs: [Tensor] = []
+        var labels: [Int] = []
+        let start = DispatchTime.now()
+        while let batch = try batches.next() {
+            outputs.append(try session.run(batch.images))
+            labels += batch.labels
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+        guard !outputs.isEmpty else { throw CommandError.dataMismatch(path: data, reason: "the data holds no samples") }
+        try report(outputs: Tensor.concatenate(batches: outputs), labels: source.hasLabels ? labels : nil, seconds: seconds)
+    }
+
+    private func report(outputs: Tensor, labels labelValues: [Int]?, seconds: Double) throws {
+        let samples = outputs.shape.first ?? 0
         print("\(samples) samples in \(String(seconds, decimals: 2)) s (\(String(Double(samples) / seconds, decimals: 1)) samples/s), outputs \(shapeText(outputs.shape))")
         if let labelValues {
             guard outputs.rank == 2 else {

@@ -204,6 +204,22 @@ struct ConvertCLITests {
         #expect(try NPY.read(logits).tensor.maxAbsoluteDifference(to: reference) < 1e-3)
     }
 
+    @Test("eval reads IDX data with the container's preprocessing and labels")
+    func evalDataSource() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let container = folder.appendingPathComponent("small.lance").path
+        var result = try runTool("lance-convert", [Self.model, "-o", container, "--preprocessing", "imagenet", "--resize", "direct",
+                                                   "--input-size", "64,64"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let test = Fixtures.fashionMNISTRoot.appendingPathComponent("t10k-images-idx3-ubyte.gz").path
+        result = try runTool("lance-eval", [container, "--data", test, "--limit", "24", "--batch-size", "8"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("24 samples in"))
+        #expect(result.stdout.contains("outputs [24, 1000]"))
+        #expect(result.stdout.contains("top-1 "), "Fashion-MNIST's labels are read with the images")
+    }
+
     @Test("peak memory of calibration does not grow with the number of batches")
     func boundedMemory() throws {
         let folder = Fixtures.temporaryDirectory()
