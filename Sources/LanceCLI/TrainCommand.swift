@@ -84,6 +84,9 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Samples per epoch (and evaluated), for quick runs.")
     var limit: Int?
 
+    @Flag(help: "Keep the frozen part's outputs of every sample on disk (memory mapped) after its first use, so later epochs skip the frozen forward pass; preprocessing is deterministic, so the features do not change.")
+    var cacheFeatures = false
+
     @Flag(help: "Continue from the optimizer state saved in the container.")
     var resume = false
 
@@ -225,25 +228,45 @@ public struct TrainCommand: ParsableCommand {
                 best = (firstEpoch, score, trainer.graph, trainer.snapshot)
             }
         }
+        let cache = cacheFeatures ? try FeatureCache(sampleCount: source.count) : nil
         var maxTrainedBytes = 0, maxOtherBytes = 0
         var lastTrainAccuracy = 0.0, lastEvalAccuracy: Double?
         var epochsRun = 0
 
         for epoch in (firstEpoch + 1)...lastEpoch {
-            var iterator = try BatchIterator(source: source, batchSize: batch, shuffleSeed: seed &+ UInt64(epoch), dropLast: true, limit: perEpoch)
+            let iterator = try BatchIterator(source: source, batchSize: batch, shuffleSeed: seed &+ UInt64(epoch), dropLast: true, limit: perEpoch)
             let steps = iterator.batchCount
             let progress = TrainingProgress(epoch: epoch, of: totalEpochs, steps: steps)
             let epochStart = Date()
             var lossSum = 0.0, correct = 0, seen = 0, step = 0
             var trainedBytes = 0, otherBytes = 0
-            while let next = try iterator.next() {
+            var position = 0
+            while position + batch <= iterator.order.count {
+                let indices = Array(iterator.order[position..<(position + batch)])
+                position += batch
+                let next: (features: [String: Tensor]?, images: Tensor?, labels: [Int])
+                if let cache, cache.contains(indices) {
+                    let cached = cache.batch(indices)
+                    next = (cached.features, nil, cached.labels)
+                } else {
+                    let read = try readBatch(source, indices: indices)
+                    next = (nil, read.images, read.labels)
+                }
                 if let bad = next.labels.first(where: { $0 < 0 || $0 >= classCount }) {
                     throw CommandError.dataMismatch(path: data, reason: "label \(bad) is outside the head's 0..<\(classCount) classes; give --classes or --replace-head")
                 }
                 let result: StepResult
                 do {
-                    result = try trainer.step(images: next.images, labels: next.labels)
-                } catch {
+                    if let features = next.features {
+                        result = try trainer.step(features: features, labels: next.labels)
+                    } else if let cache, let images = next.images {
+                        let features = try trainer.frozenFeatures(images: images)
+                        try cache.store(features, labels: next.labels, indices: indices)
+                        result = try trainer.step(features: features, labels: next.labels)
+                    } else {
+                        result = try trainer.step(images: next.images ?? Tensor(shape: [0]), labels: next.labels)
+                    }
+                } catch let error as TrainingError {
                     throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
                                           + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
                 }

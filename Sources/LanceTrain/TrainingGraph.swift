@@ -302,6 +302,14 @@ public struct TrainingGraph: Sendable {
     ///   differs from the calibration batch under `lance` or the logits are not `[B, K]`;
     ///   `.numeric` when a per-batch HOSVD fails.
     public func forward(images: Tensor) throws(TrainingError) -> ForwardPass {
+        try forward(features: try frozenFeatures(images: images))
+    }
+
+    /// The values the trained part reads from the frozen part (`frozenFeatureNames`), computed
+    /// forward only from a batch of model inputs. They depend on nothing that trains, so a caller
+    /// may keep them (for deterministic preprocessing) and call `forward(features:)` with them
+    /// again in later epochs instead of running the frozen part each time.
+    public func frozenFeatures(images: Tensor) throws(TrainingError) -> [String: Tensor] {
         var values: [String: Tensor] = [inputName: images]
         if let frozenSession {
             do {
@@ -310,6 +318,7 @@ public struct TrainingGraph: Sendable {
             } catch {
                 throw .graph(error)
             }
+            if !suffix.contains(where: { $0.inputs.contains(inputName) }) { values[inputName] = nil }
         } else {
             do {
                 _ = try graph.inferShapes(inputShapes: [inputName: images.shape])
@@ -317,6 +326,20 @@ public struct TrainingGraph: Sendable {
                 throw .graph(error)
             }
         }
+        return values
+    }
+
+    /// The names `frozenFeatures(images:)` returns.
+    public var frozenFeatureNames: [String] {
+        var names = frozenSession == nil ? [] : frozenOutputs
+        if frozenSession == nil || suffix.contains(where: { $0.inputs.contains(inputName) }) { names.append(inputName) }
+        return names
+    }
+
+    /// The training forward pass from the frozen part's outputs (see `frozenFeatures(images:)`).
+    public func forward(features: [String: Tensor]) throws(TrainingError) -> ForwardPass {
+        var values = features
+        let batchSize = features.values.first?.shape.first
         var saved: [String: Tensor] = [:]
         var savedOwner: [String: String] = [:]  // value name → trained node name (paper convention) or ""
         var cores: [String: TuckerCore] = [:]
@@ -375,7 +398,7 @@ public struct TrainingGraph: Sendable {
             values[node.output] = output
             for name in node.inputs where lastSuffixUse[name] == position && name != logitsName { values[name] = nil }
         }
-        guard let logits = values[logitsName], logits.rank == 2, logits.shape[0] == images.shape.first else {
+        guard let logits = values[logitsName], logits.rank == 2, logits.shape[0] == batchSize else {
             throw .data(reason: "the logits '\(logitsName)' have shape \(values[logitsName]?.shape ?? []), not [batch, classes]")
         }
         // Accounting: each saved value once; cores per trained layer.
@@ -612,7 +635,13 @@ public struct TrainingGraph: Sendable {
     ///   from the batch.
     public func lossAndGradients(images: Tensor, labels: [Int], keepingValueGradients kept: Set<String> = [])
         throws(TrainingError) -> (loss: Float, logits: Tensor, gradients: BackwardResult, memory: BackwardMemory) {
-        let pass = try forward(images: images)
+        try lossAndGradients(features: try frozenFeatures(images: images), labels: labels, keepingValueGradients: kept)
+    }
+
+    /// `lossAndGradients(images:labels:)` from the frozen part's outputs.
+    public func lossAndGradients(features: [String: Tensor], labels: [Int], keepingValueGradients kept: Set<String> = [])
+        throws(TrainingError) -> (loss: Float, logits: Tensor, gradients: BackwardResult, memory: BackwardMemory) {
+        let pass = try forward(features: features)
         let logits = pass.logits
         try Self.checkLabels(labels, logits: logits)
         let (loss, logitsGradient) = softmaxCrossEntropy(logits: logits, labels: labels)

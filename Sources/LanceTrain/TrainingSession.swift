@@ -127,7 +127,17 @@ public struct Trainer: Sendable {
     ///   shape the model rejects; `.numeric` when the loss or a gradient is NaN or infinite (the
     ///   update is then not applied).
     public mutating func step(images: Tensor, labels: [Int]) throws(TrainingError) -> StepResult {
-        let (loss, logits, backward, memory) = try runner.lossAndGradients(images: images, labels: labels)
+        try step(features: try runner.frozenFeatures(images: images), labels: labels)
+    }
+
+    /// The frozen part's outputs for a batch (forward only; see `TrainingGraph.frozenFeatures`).
+    public func frozenFeatures(images: Tensor) throws(TrainingError) -> [String: Tensor] {
+        try runner.frozenFeatures(images: images)
+    }
+
+    /// One training step from the frozen part's outputs (kept from an earlier epoch, for example).
+    public mutating func step(features: [String: Tensor], labels: [Int]) throws(TrainingError) -> StepResult {
+        let (loss, logits, backward, memory) = try runner.lossAndGradients(features: features, labels: labels)
         let correct = zip(logits.argmaxPerRow(), labels).filter { $0 == $1 }.count
         var gradients = backward.parameterGradients
         let stepNumber = optimizer.step + 1

@@ -219,4 +219,21 @@ struct TrainCLITests {
         #expect(resumed.stdout.contains("done:"), "\(resumed.stdout)")
         #expect(try ContainerFile.read(output).metrics.contains { $0.scope == "epoch 3" })
     }
+
+    @Test("--cache-features trains exactly as without it")
+    func cachedFeatures() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        func losses(_ extra: [String]) throws -> [String] {
+            let output = folder.appendingPathComponent("out\(extra.count).lance").path
+            let result = try runTool("lance-train", [source, "--data", Self.train, "--epochs", "3", "--limit", "32", "--classes", "10",
+                                                     "-o", output] + extra)
+            #expect(result.status == 0, "\(result.stderr)")
+            return result.stdout.split(separator: "\n").filter { $0.hasPrefix("epoch ") }.map { String($0.split(separator: ",")[0]) }
+        }
+        let plain = try losses([]), cached = try losses(["--cache-features"])
+        #expect(plain.count == 3)
+        #expect(plain == cached)
+    }
 }
