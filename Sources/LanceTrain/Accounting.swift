@@ -41,8 +41,11 @@ public let bytesPerMiB = 1_048_576.0
 extension Graph {
     /// The accounting of every trained layer at `batchSize` and, when given, another input
     /// `[height, width]`; LANCE figures come from `calibration` where its input shapes match.
+    /// The classifier head keeps its input uncompressed under LANCE unless `compressHead` (as
+    /// training does by default, following the authors' CNN code), so its LANCE figures then
+    /// equal the full-backprop ones.
     public func accounting(for layers: [TrainedLayer], batchSize: Int, inputSize: [Int]? = nil,
-                           calibration: CalibrationRecord? = nil) throws(TrainingError) -> [LayerAccounting] {
+                           calibration: CalibrationRecord? = nil, compressHead: Bool = false) throws(TrainingError) -> [LayerAccounting] {
         var inputShapes: [String: [Int]]
         do { inputShapes = try self.inputShapes(batchSize: batchSize) } catch { throw .graph(error) }
         if let inputSize {
@@ -55,7 +58,8 @@ extension Graph {
             // The declared input shape is fixed; check the new one node by node instead.
             var graph = self
             graph.inputs[0].dimensions = [.symbolic("N"), .fixed(shape[1]), .fixed(shape[2]), .fixed(shape[3])]
-            return try graph.accounting(for: layers, batchSize: batchSize, inputSize: nil, calibration: calibration)
+            return try graph.accounting(for: layers, batchSize: batchSize, inputSize: nil, calibration: calibration,
+                                        compressHead: compressHead)
         }
         let shapes: [String: [Int]]
         do { shapes = try inferShapes(inputShapes: inputShapes) } catch { throw .graph(error) }
@@ -103,6 +107,11 @@ extension Graph {
                     record.lanceWeightGradientMACs = backward
                     record.lanceMACs = b * c * h * w * (r0 + r1 + r2 + r3) + forward + backward
                 }
+            }
+            if layer.isHead && !compressHead && record.lanceBytes != nil {
+                record.lanceBytes = record.fullBytes
+                record.lanceMACs = record.fullMACs
+                record.lanceWeightGradientMACs = record.fullWeightGradientMACs
             }
             return record
         }
