@@ -24,6 +24,23 @@ struct TrainCLITests {
         return path
     }
 
+    /// Starts `lance-train` for 3 epochs in a child process and returns once the checkpoint of
+    /// epoch 1 exists at `output` (or the process ended, or 60 s passed).
+    static func trainingUntilFirstCheckpoint(source: String, output: String, standardOutput: Any, standardError: Any) throws -> Process {
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let executable = [products, products.deletingLastPathComponent()].map { $0.appendingPathComponent("lance-train") }
+            .first { FileManager.default.fileExists(atPath: $0.path) } ?? Fixtures.projectRoot.appendingPathComponent(".build/debug/lance-train")
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = [source, "--data", train, "--epochs", "3", "--limit", "800", "--classes", "10", "-o", output]
+        process.standardOutput = standardOutput
+        process.standardError = standardError
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: output) && process.isRunning && Date() < deadline { usleep(10_000) }
+        return process
+    }
+
     static func parameters(_ container: Container) -> [String: [Float]] {
         Dictionary(container.graph.parameters.map { ($0.name, $0.tensor.scalars) }, uniquingKeysWith: { a, _ in a })
     }
@@ -163,19 +180,9 @@ struct TrainCLITests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let source = try Self.calibratedContainer(in: folder)
         let output = folder.appendingPathComponent("interrupted.lance").path
-        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let executable = [products, products.deletingLastPathComponent()].map { $0.appendingPathComponent("lance-train") }
-            .first { FileManager.default.fileExists(atPath: $0.path) } ?? Fixtures.projectRoot.appendingPathComponent(".build/debug/lance-train")
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = [source, "--data", Self.train, "--epochs", "3", "--limit", "800", "--classes", "10", "-o", output]
         let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Wait for the checkpoint of epoch 1, then interrupt during epoch 2.
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: output) && process.isRunning && Date() < deadline { usleep(10_000) }
+        // The checkpoint of epoch 1 exists once this returns; interrupt during epoch 2.
+        let process = try Self.trainingUntilFirstCheckpoint(source: source, output: output, standardOutput: out, standardError: err)
         let checkpoint = try Data(contentsOf: URL(fileURLWithPath: output))
         kill(process.processIdentifier, SIGINT)
         let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -194,18 +201,9 @@ struct TrainCLITests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let source = try Self.calibratedContainer(in: folder)
         let output = folder.appendingPathComponent("killed.lance").path
-        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let executable = [products, products.deletingLastPathComponent()].map { $0.appendingPathComponent("lance-train") }
-            .first { FileManager.default.fileExists(atPath: $0.path) } ?? Fixtures.projectRoot.appendingPathComponent(".build/debug/lance-train")
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = [source, "--data", Self.train, "--epochs", "3", "--limit", "800", "--classes", "10", "-o", output]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // Wait for the first checkpoint, then kill the process without warning during epoch 2.
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: output) && process.isRunning && Date() < deadline { usleep(10_000) }
+        // After the first checkpoint, kill the process without warning during epoch 2.
+        let process = try Self.trainingUntilFirstCheckpoint(source: source, output: output, standardOutput: FileHandle.nullDevice,
+                                                            standardError: FileHandle.nullDevice)
         usleep(100_000)
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
