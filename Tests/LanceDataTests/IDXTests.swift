@@ -152,7 +152,9 @@ struct IDXTests {
         }
         #expect(seen == 60000 && count == 235)
         #expect(labelCounts == [Int](repeating: 6000, count: 10))
-        #expect(largestGrowth < 400 << 20, "resident memory grew by \(largestGrowth >> 20) MiB")
+        // Keeping the samples would add 2.2 GB; other tests of this process (real models) can add a
+        // few hundred MiB meanwhile, so the bound is 1 GiB.
+        #expect(largestGrowth < 1 << 30, "resident memory grew by \(largestGrowth >> 20) MiB")
         var dropped = try BatchIterator(source: source, batchSize: 256, dropLast: true, limit: 1000)
         var shapes: [[Int]] = []
         while let batch = try dropped.next() { shapes.append(batch.images.shape) }
