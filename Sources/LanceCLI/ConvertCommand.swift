@@ -190,14 +190,7 @@ final class BatchStream: Sequence, IteratorProtocol {
 
 /// The peak resident memory of this process so far, in MiB (`getrusage`).
 func peakResidentMiB() -> Double {
-    var usage = rusage()
-    #if os(Linux)
-    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    return Double(usage.ru_maxrss) / 1024  // kilobytes on Linux
-    #else
-    getrusage(RUSAGE_SELF, &usage)
-    return Double(usage.ru_maxrss) / bytesPerMiB  // bytes on macOS
-    #endif
+    Double(peakResidentBytes()) / bytesPerMiB
 }
 
 /// SHA-256 of a file's bytes, hex.

@@ -1,3 +1,4 @@
+import Foundation
 import LanceCore
 import LanceModel
 import LanceNN
@@ -217,11 +218,19 @@ public struct Trainer: Sendable {
 /// The process's peak resident set size in bytes (`getrusage(RUSAGE_SELF).ru_maxrss`, which Linux
 /// reports in KiB and macOS in bytes).
 public func peakResidentBytes() -> Int {
-    var usage = rusage()
     #if os(Linux)
+    // VmHWM: the peak of this address space. (`getrusage`'s ru_maxrss survives execve, so a tool
+    // started by a large process would report its parent's peak.)
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") {
+        return kilobytes * 1024
+    }
+    var usage = rusage()
     guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return 0 }
     return Int(usage.ru_maxrss) * 1024
     #else
+    var usage = rusage()
     guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
     return Int(usage.ru_maxrss)
     #endif
