@@ -4089,7 +4089,7 @@ const ProtobufCMessageDescriptor lance__layer_bases__descriptor =
   (ProtobufCMessageInit) lance__layer_bases__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor lance__calibration__field_descriptors[8] =
+static const ProtobufCFieldDescriptor lance__calibration__field_descriptors[10] =
 {
   {
     "energy",
@@ -4187,6 +4187,30 @@ static const ProtobufCFieldDescriptor lance__calibration__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "protect_energy",
+    9,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_FLOAT,
+    offsetof(Lance__Calibration, has_protect_energy),
+    offsetof(Lance__Calibration, protect_energy),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protect_energy_step",
+    10,
+    PROTOBUF_C_LABEL_OPTIONAL,
+    PROTOBUF_C_TYPE_FLOAT,
+    offsetof(Lance__Calibration, has_protect_energy_step),
+    offsetof(Lance__Calibration, protect_energy_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned lance__calibration__field_indices_by_name[] = {
   3,   /* field[3] = accumulation */
@@ -4197,11 +4221,13 @@ static const unsigned lance__calibration__field_indices_by_name[] = {
   0,   /* field[0] = energy */
   4,   /* field[4] = layer_rule */
   7,   /* field[7] = layers */
+  8,   /* field[8] = protect_energy */
+  9,   /* field[9] = protect_energy_step */
 };
 static const ProtobufCIntRange lance__calibration__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor lance__calibration__descriptor =
 {
@@ -4211,7 +4237,7 @@ const ProtobufCMessageDescriptor lance__calibration__descriptor =
   "Lance__Calibration",
   "lance",
   sizeof(Lance__Calibration),
-  8,
+  10,
   lance__calibration__field_descriptors,
   lance__calibration__field_indices_by_name,
   1,  lance__calibration__number_ranges,

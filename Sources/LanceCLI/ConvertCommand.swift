@@ -54,6 +54,21 @@ public struct ConvertCommand: ParsableCommand {
     @Flag(help: "Store bases and frozen weights as float16 (about half the size; computation stays float32).")
     var fp16 = false
 
+    @Flag(help: "Also compute the protected bases of the trained layers from the calibration data, making the imported model task 0 of a task registry (lance-train --add-task then adds tasks that leave it unchanged).")
+    var protect = false
+
+    @Option(help: "Energy threshold ε_cl of the protected bases (GPM's rule).")
+    var protectEnergy: Float = 0.97
+
+    @Option(help: "Added to --protect-energy for every later task (task t uses ε_cl + t·step).")
+    var protectEnergyStep: Float = 0
+
+    @Option(help: "Calibration batches the protected bases are computed from (the first N).")
+    var protectBatches = 11
+
+    @Option(help: "Name of the imported model's task (default: the model file's name).")
+    var taskName: String?
+
     public init() {}
 
     public func validate() throws {
@@ -62,6 +77,12 @@ public struct ConvertCommand: ParsableCommand {
         guard energy > 0 && energy < 1 else { throw ValidationError("--energy must be between 0 and 1") }
         _ = try LayerSelection(parsing: trainLayers)
         try preprocessingOptions.validate()
+        guard protectEnergy > 0 && protectEnergy < 1 else { throw ValidationError("--protect-energy must be between 0 and 1") }
+        guard protectEnergyStep >= 0 && protectEnergyStep < 1 else { throw ValidationError("--protect-energy-step must be in [0, 1)") }
+        guard protectBatches >= 1 else { throw ValidationError("--protect-batches must be at least 1") }
+        if protect && calibration == nil {
+            throw ValidationError("--protect computes the protected bases from the calibration data; give --calibration DATA")
+        }
     }
 
     public func run() throws {
@@ -80,6 +101,7 @@ public struct ConvertCommand: ParsableCommand {
             let preprocessing = try preprocessingOptions.preprocessing(for: container.graph, existing: container.preprocessing)
             container.preprocessing = preprocessing
             try calibrate(&container, data: calibration, preprocessing: preprocessing)
+            if protect { try protectImportedTask(&container, data: calibration, preprocessing: preprocessing) }
         } else if preprocessingOptions.isGiven {
             container.preprocessing = try preprocessingOptions.preprocessing(for: container.graph, existing: container.preprocessing)
         }
@@ -142,6 +164,59 @@ public struct ConvertCommand: ParsableCommand {
         print("calibration: \(result.batches) batches of \(result.batchSize) in \(String(seconds, decimals: 1)) s "
               + "(\(String(Double(result.batches * result.batchSize) / max(seconds, 1e-9), decimals: 1)) images/s), "
               + "peak resident memory \(String(peakResidentMiB(), decimals: 1)) MiB")
+    }
+}
+
+extension ConvertCommand {
+    /// Makes the imported model task 0 of the registry: per shared trained layer, the protected
+    /// basis of its input features on the first `--protect-batches` calibration batches.
+    private func protectImportedTask(_ container: inout Container, data: String, preprocessing: Preprocessing) throws {
+        guard container.tasks.count <= 1, container.tasks.allSatisfy({ $0.protectedBases.isEmpty }) else {
+            throw CommandError.dataMismatch(path: model, reason: "already has a task registry with protected bases; protection is computed once, when the model is converted")
+        }
+        let layers = try sharedLayers(of: container, path: model)
+        guard !layers.isEmpty else {
+            throw ValidationError("--protect needs trained convolution or linear layers besides the head; choose them with --train-layers")
+        }
+        let settings = ProtectionSettings(energy: protectEnergy, energyStep: protectEnergyStep)
+        let source = try openDataSource(data, preprocessing: preprocessing)
+        let batchCount = min(protectBatches, source.count / batchSize)
+        let started = Date()
+        let progress = ProgressLine(label: "protected bases", total: batchCount, unit: "batches")
+        let stream = BatchStream(try BatchIterator(source: source, batchSize: batchSize, shuffleSeed: seed, dropLast: true,
+                                                   limit: batchCount * batchSize)) { _ in }
+        let grams: [ModeGramAccumulator]
+        do {
+            grams = try accumulateFeatureGrams(graph: container.graph, layers: layers, batches: stream) { done in
+                progress.update(done, rate: Double(done * batchSize) / max(Date().timeIntervalSince(started), 1e-9), rateUnit: "images/s")
+            }
+        } catch {
+            if let dataError = stream.error { throw dataError }
+            throw error
+        }
+        progress.finish()
+        var bases: [String: Tensor] = [:]
+        for (layer, gram) in zip(layers, grams) {
+            bases[layer.node] = try protectedDirections(featureGram: gram.grams[1], dimension: gram.shape[1], protected: nil,
+                                                        threshold: settings.threshold(forTask: 0))
+        }
+        container.calibration?.protection = settings
+        let graph = container.graph
+        let head = try graph.trainedLayers(.last(0)).first(where: \.isHead).flatMap { head in
+            graph.nodes.first { $0.name == head.node }.map { node in node.inputs.dropFirst().compactMap { graph.parametersByName[$0] } }
+        } ?? []
+        let classes = head.first.map { parameter in
+            if let node = graph.nodes.first(where: { $0.inputs.dropFirst().first == parameter.name }),
+               case .gemm(let gemm) = node.operation, gemm.transposeB { return parameter.tensor.shape[0] }
+            return parameter.tensor.shape.last ?? 0
+        } ?? 0
+        let name = taskName ?? container.tasks.first?.name ?? URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
+        var task = container.tasks.first ?? TaskRecord(name: name, classes: classes, head: head)
+        task.name = name
+        task.protectedBases = bases
+        container.tasks = [task]
+        print("protected bases (ε_cl \(protectEnergy), \(batchCount) batches, \(String(Date().timeIntervalSince(started), decimals: 1)) s): "
+              + layers.map { "\($0.node) \(bases[$0.node]!.shape[1])/\(bases[$0.node]!.shape[0])" }.joined(separator: ", "))
     }
 }
 

@@ -48,6 +48,12 @@ public struct EvalCommand: ParsableCommand {
     @Option(help: "Evaluate only the first N samples of a data source.")
     var limit: Int?
 
+    @Option(help: "For a container with several tasks: the task whose head to run (default: the first task's, the graph's own).")
+    var task: String?
+
+    @Option(help: "Use only the samples of these classes of a data source, relabelled 0, 1, … in this order (e.g. 2,3).")
+    var selectClasses: String?
+
     public init() {}
 
     public func validate() throws {
@@ -56,7 +62,13 @@ public struct EvalCommand: ParsableCommand {
 
     public func run() throws {
         let loaded = try reportingUnsupportedOperators { try loadModelOrContainer(model, architecture: architecture) }
-        let graph = loaded.graph
+        var graph = loaded.graph
+        if let task {
+            guard let container = loaded.container else {
+                throw CommandError.dataMismatch(path: model, reason: "--task needs a .lance container; a model file has one head")
+            }
+            graph = try taskGraph(container, task: task, path: model)
+        }
         guard graph.inputs.count == 1, graph.outputs.count >= 1 else {
             throw CommandError.dataMismatch(path: model, reason: "lance-eval needs a model with one input; this one has \(graph.inputs.count)")
         }
@@ -103,7 +115,8 @@ public struct EvalCommand: ParsableCommand {
             if case .fixed(let channels) = dimensions[1] { preprocessing.channels = channels }
             if case .fixed(let height) = dimensions[2], case .fixed(let width) = dimensions[3] { preprocessing.size = [height, width] }
         }
-        let source = try openDataSource(data, preprocessing: preprocessing)
+        let source = try openDataSource(data, preprocessing: preprocessing,
+                                        selecting: try selectClasses.map { try parseClassList($0, option: "--select-classes") })
         var batches = try BatchIterator(source: source, batchSize: batchSize, limit: limit)
         let session = InferenceSession(graph: graph)
         var outputs: [Tensor] = []

@@ -35,6 +35,9 @@ public struct InspectCommand: ParsableCommand {
     @Flag(help: "Show every mode's basis: dimension, rank, energy kept and the leading spectrum.")
     var bases = false
 
+    @Flag(help: "Show only the container's tasks: per task its classes and head, per shared layer how many feature directions each task protects and how many are free.")
+    var tasks = false
+
     public init() {}
 
     public func validate() throws {
@@ -45,6 +48,20 @@ public struct InspectCommand: ParsableCommand {
 
     public func run() throws {
         let loaded = try reportingUnsupportedOperators { try loadModelOrContainer(model, architecture: architecture) }
+        if tasks {
+            guard let container = loaded.container else {
+                throw CommandError.dataMismatch(path: model, reason: "--tasks needs a .lance container; a model file has no task registry")
+            }
+            let report = TaskRoomReport(container)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print(report.lines.joined(separator: "\n"))
+            }
+            return
+        }
         let calibration = loaded.container?.calibration
         let batch = batchSize ?? calibration?.batchSize ?? 1
         var report = try ModelReport(graph: loaded.graph, path: model, batchSize: batch)

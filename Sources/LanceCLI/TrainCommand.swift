@@ -23,7 +23,16 @@ public struct TrainCommand: ParsableCommand {
             """)
 
     public enum Method: String, ExpressibleByArgument, CaseIterable, Sendable {
-        case lance, full, hosvd
+        /// Fine-tuning: the calibrated bases; adding a task: bases orthogonal to the protected ones.
+        case lance
+        /// Fine-tuning only: full backpropagation.
+        case full
+        /// Fine-tuning only: per-batch HOSVD.
+        case hosvd
+        /// Adding a task only: full backpropagation without protection (the forgetting baseline).
+        case naive
+        /// Adding a task only: full backpropagation with GPM's gradient projection.
+        case gpm
     }
 
     public enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable, Sendable {
@@ -51,7 +60,7 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Base learning rate η₀ of the cosine schedule (default 0.05 for sgd, 0.001 for adamw; with --resume the saved one).")
     var lr: Float?
 
-    @Option(help: "What the trained layers keep for backward: lance (calibrated bases), full (the inputs) or hosvd (per-batch HOSVD).")
+    @Option(help: "What the trained layers keep for backward: lance (calibrated bases), full (the inputs) or hosvd (per-batch HOSVD); with --add-task: lance (orthogonal subspaces), naive (no protection) or gpm (gradient projection).")
     var method: Method = .lance
 
     @Option(help: "Update rule: sgd or adamw (default sgd; with --resume the saved one).")
@@ -66,8 +75,8 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Global gradient-norm bound; 0 turns clipping off (default 2.0).")
     var clip: Float?
 
-    @Option(help: "Energy threshold of the per-batch HOSVD (--method hosvd).")
-    var energy: Float = 0.7
+    @Option(help: "Energy threshold of the per-batch HOSVD (--method hosvd, default 0.7), or of the batch and position bases of a task added with lance (default 0.95).")
+    var energy: Float?
 
     @Option(help: "Layers to train (last:K or node names); needed for full and hosvd without calibration bases.")
     var trainLayers: String?
@@ -90,6 +99,18 @@ public struct TrainCommand: ParsableCommand {
     @Flag(help: "Continue from the optimizer state saved in the container.")
     var resume = false
 
+    @Option(help: "Add a task of this name with its own head (--classes N) instead of fine-tuning in place; the earlier tasks' outputs stay unchanged. Needs a container converted with --protect.")
+    var addTask: String?
+
+    @Option(help: "Class names of the added task, separated by commas (default: the data's).")
+    var classNames: String?
+
+    @Option(help: "Use only the samples of these classes of --data and --eval-data, relabelled 0, 1, … in this order (e.g. 2,3).")
+    var selectClasses: String?
+
+    @Option(help: "Batches of the task's data the protected basis is extended from after training (--add-task).")
+    var protectBatches = 11
+
     @Option(name: [.short, .customLong("output")], help: "The container to write (default: CONTAINER, in place).")
     var output: String?
 
@@ -107,7 +128,20 @@ public struct TrainCommand: ParsableCommand {
         if let clip, !(clip >= 0 && clip.isFinite) { throw ValidationError("--clip must be 0 (off) or positive") }
         if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1)") }
         if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be 0 or positive") }
-        guard energy > 0 && energy < 1 else { throw ValidationError("--energy must be between 0 and 1") }
+        if let energy, !(energy > 0 && energy < 1) { throw ValidationError("--energy must be between 0 and 1") }
+        if let selectClasses { _ = try parseClassList(selectClasses, option: "--select-classes") }
+        guard protectBatches >= 1 else { throw ValidationError("--protect-batches must be at least 1") }
+        if addTask != nil {
+            if resume { throw ValidationError("--resume continues a fine-tune; a task is added in one run (--add-task)") }
+            if cacheFeatures || replaceHead || trainLayers != nil || stopAfter != nil {
+                throw ValidationError("--add-task trains the container's shared layers with a new head; --cache-features, --replace-head, --train-layers and --stop-after do not apply")
+            }
+            if optimizer == .adamw { throw ValidationError("--add-task trains with SGD (AdamW's update leaves the orthogonal subspace)") }
+        } else if method == .naive || method == .gpm {
+            throw ValidationError("--method \(method.rawValue) is a baseline for adding a task; give --add-task NAME")
+        } else if classNames != nil {
+            throw ValidationError("--class-names names the classes of a task added with --add-task")
+        }
         if momentum != nil && optimizer == .adamw { throw ValidationError("--momentum applies to sgd only") }
         if let trainLayers { _ = try LayerSelection(parsing: trainLayers) }
         if resume && (classes != nil || replaceHead) {
@@ -116,6 +150,7 @@ public struct TrainCommand: ParsableCommand {
     }
 
     public func run() throws {
+        if let addTask { return try runAddTask(addTask) }
         let started = Date()
         let output = self.output ?? container
         var model = try ContainerFile.read(container)
@@ -143,7 +178,8 @@ public struct TrainCommand: ParsableCommand {
             }
             trainingMethod = .lance(calibration)
         case .full: trainingMethod = .full
-        case .hosvd: trainingMethod = .hosvd(energy: energy)
+        case .hosvd: trainingMethod = .hosvd(energy: energy ?? 0.7)
+        case .naive, .gpm: throw ValidationError("--method \(method.rawValue) needs --add-task NAME")
         }
 
         // Batch size.
@@ -155,14 +191,15 @@ public struct TrainCommand: ParsableCommand {
 
         // Data.
         let preprocessing = model.preprocessing ?? derivedPreprocessing(for: model.graph)
-        let source = try openDataSource(data, preprocessing: preprocessing)
+        let classSelection = try selectClasses.map { try parseClassList($0, option: "--select-classes") }
+        let source = try openDataSource(data, preprocessing: preprocessing, selecting: classSelection)
         guard source.hasLabels else { throw CommandError.dataMismatch(path: data, reason: "has no labels; training needs one class label per sample") }
         let perEpoch = min(limit ?? source.count, source.count)
         guard perEpoch >= batch else {
             throw CommandError.dataMismatch(path: data, reason: "\(perEpoch) samples are fewer than one batch of \(batch)")
         }
         let dataClasses = max(source.classNames.count, 1)
-        let evalSource = try evalData.map { try openDataSource($0, preprocessing: preprocessing) }
+        let evalSource = try evalData.map { try openDataSource($0, preprocessing: preprocessing, selecting: classSelection) }
         if let evalSource, let evalData, !evalSource.hasLabels {
             throw CommandError.dataMismatch(path: evalData, reason: "has no labels; evaluation needs one class label per sample")
         }

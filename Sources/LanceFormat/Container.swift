@@ -45,8 +45,10 @@ public struct TaskRecord: Sendable, Equatable {
     public var classNames: [String]
     /// The task's head weights (for the imported task: copies of the graph's head parameters).
     public var head: [Parameter]
-    /// Per trained layer (node name), the protected basis P, `[features, k]`, of this task and all
-    /// tasks before it.
+    /// Per shared trained layer (node name), the directions of its input-feature space this task
+    /// protects, `[features, k_task]` (orthonormal, and orthogonal to every earlier task's); the
+    /// layer's protected basis P is the concatenation over the tasks in order. The feature space
+    /// is the im2col feature axis `C·kH·kW` for convolutions and the input features for linear layers.
     public var protectedBases: [String: Tensor]
     /// Final metrics of the task (`accuracy`, ...).
     public var metrics: [String: Double]

@@ -413,7 +413,11 @@ struct ManifestDecoder {
         return CalibrationRecord(energy: message.energy, batchSize: Int(truncatingIfNeeded: message.batch_size),
                                  batches: Int(truncatingIfNeeded: message.batches), accumulation: string(message.accumulation),
                                  layerRule: string(message.layer_rule), dataDescription: string(message.data_description),
-                                 dataFingerprint: string(message.data_fingerprint), layers: layers)
+                                 dataFingerprint: string(message.data_fingerprint), layers: layers,
+                                 protection: message.has_protect_energy != 0
+                                     ? ProtectionSettings(energy: message.protect_energy,
+                                                          energyStep: message.has_protect_energy_step != 0 ? message.protect_energy_step : 0)
+                                     : nil)
     }
 
     func namedValues(_ count: Int, _ pointer: UnsafeMutablePointer<UnsafeMutablePointer<Lance__NamedValue>?>?, field: String) throws(ContainerError) -> [String: Double] {

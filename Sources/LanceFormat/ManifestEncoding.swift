@@ -591,6 +591,12 @@ struct ManifestEncoder {
         }
         message.pointee.n_layers = layers.count
         message.pointee.layers = arena.array(layers)
+        if let protection = record.protection {
+            message.pointee.has_protect_energy = 1
+            message.pointee.protect_energy = protection.energy
+            message.pointee.has_protect_energy_step = 1
+            message.pointee.protect_energy_step = protection.energyStep
+        }
         return message
     }
 

@@ -70,3 +70,15 @@ public enum BLASThreads {
     nonisolated(unsafe) private static var singleThreadDepth = 0
     nonisolated(unsafe) private static var singleThreadSaved = 1
 }
+
+/// Row-major double-precision matrix multiply, `C[m×n] = op(A) · op(B)` (no scaling, C
+/// overwritten), with the conventions of `gemm`. Calls `cblas_dgemm`. For small dense
+/// factorisation work (subspace updates) where float32 would lose the orthogonality.
+public func doublePrecisionGemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int,
+                                a: [Double], lda: Int, b: [Double], ldb: Int) -> [Double] {
+    var c = [Double](repeating: 0, count: m * n)
+    guard m > 0, n > 0, k > 0 else { return c }
+    cblas_dgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), 0, &c, Int32(n))
+    return c
+}

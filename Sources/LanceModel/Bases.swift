@@ -67,10 +67,14 @@ public struct CalibrationRecord: Sendable, Equatable {
     public var dataFingerprint: String
     /// Per trained layer, its bases.
     public var layers: [LayerBases]
+    /// The continual-learning thresholds when the container protects its tasks' subspaces
+    /// (`lance-convert --protect`); `nil` otherwise.
+    public var protection: ProtectionSettings?
 
     /// Creates a calibration record.
     public init(energy: Float, batchSize: Int, batches: Int, accumulation: String, layerRule: String,
-                dataDescription: String, dataFingerprint: String, layers: [LayerBases]) {
+                dataDescription: String, dataFingerprint: String, layers: [LayerBases],
+                protection: ProtectionSettings? = nil) {
         self.energy = energy
         self.batchSize = batchSize
         self.batches = batches
@@ -79,5 +83,26 @@ public struct CalibrationRecord: Sendable, Equatable {
         self.dataDescription = dataDescription
         self.dataFingerprint = dataFingerprint
         self.layers = layers
+        self.protection = protection
+    }
+}
+
+/// The energy thresholds of the protected subspaces (method section 5.2): the feature-mode
+/// threshold of task t (task 0 is the imported model) is `min(energy + t · energyStep, 1)`.
+public struct ProtectionSettings: Sendable, Equatable {
+    /// ε_cl of task 0 (GPM's CIFAR value 0.97 by default).
+    public var energy: Float
+    /// Δ, added per task.
+    public var energyStep: Float
+
+    /// Creates protection thresholds.
+    public init(energy: Float = 0.97, energyStep: Float = 0) {
+        self.energy = energy
+        self.energyStep = energyStep
+    }
+
+    /// The feature-mode threshold of task `task` (0-based).
+    public func threshold(forTask task: Int) -> Float {
+        min(energy + Float(task) * energyStep, 1)
     }
 }

@@ -115,24 +115,51 @@ public struct ModeGramAccumulator: Sendable {
     /// Eigen-decomposes every mode's Gram matrix and keeps the rank the energy rule gives.
     public func bases(energy: Float, modeNames: [String]) throws(TrainingError) -> [ModeBasis] {
         var result: [ModeBasis] = []
-        for (mode, gram) in grams.enumerated() {
-            let n = shape[mode]
-            let decomposition: (values: [Double], vectors: [Double])
-            do {
-                decomposition = try symmetricEigen(gram, dimension: n)
-            } catch {
-                throw .numeric(reason: "eigen-decomposition of the \(modeNames[mode]) mode failed: \(error.description)")
-            }
-            let clamped = decomposition.values.map { max($0, 0) }
-            let total = clamped.reduce(0, +)
-            let spectrum = clamped.map { Float(total > 0 ? $0 / total : 1 / Double(n)) }
-            let rank = lanceRank(normalisedSpectrum: spectrum, energy: energy)
-            var factor = [Float](repeating: 0, count: n * rank)
-            for i in 0..<n { for k in 0..<rank { factor[i * rank + k] = Float(decomposition.vectors[i * n + k]) } }
-            result.append(ModeBasis(mode: modeNames[mode], dimension: n, rank: rank,
-                                    factor: Tensor(shape: [n, rank], scalars: factor), spectrum: spectrum))
+        for mode in shape.indices {
+            let decomposition = try eigenDecomposition(mode: mode, name: modeNames[mode])
+            let rank = lanceRank(normalisedSpectrum: decomposition.spectrum, energy: energy)
+            result.append(decomposition.basis(name: modeNames[mode], rank: rank))
         }
         return result
+    }
+
+    /// The eigen-decomposition of mode `mode`'s Gram matrix (eigenvalues clamped at 0, descending).
+    func eigenDecomposition(mode: Int, name: String) throws(TrainingError) -> GramDecomposition {
+        let n = shape[mode]
+        let decomposition: (values: [Double], vectors: [Double])
+        do {
+            decomposition = try symmetricEigen(grams[mode], dimension: n)
+        } catch {
+            throw .numeric(reason: "eigen-decomposition of the \(name) mode failed: \(error.description)")
+        }
+        return GramDecomposition(dimension: n, values: decomposition.values.map { max($0, 0) }, vectors: decomposition.vectors)
+    }
+}
+
+/// A Gram matrix's eigenvalues (clamped at 0, descending) and eigenvectors (columns of a
+/// `d × d` row-major matrix).
+struct GramDecomposition {
+    var dimension: Int
+    var values: [Double]
+    var vectors: [Double]
+
+    /// The eigenvalues divided by their sum (uniform when all are 0).
+    var spectrum: [Float] {
+        let total = values.reduce(0, +)
+        return values.map { Float(total > 0 ? $0 / total : 1 / Double(dimension)) }
+    }
+
+    /// The leading `rank` eigenvectors as a `[d, rank]` float32 factor.
+    func factor(rank: Int) -> Tensor {
+        let n = dimension
+        var factor = [Float](repeating: 0, count: n * rank)
+        for i in 0..<n { for k in 0..<rank { factor[i * rank + k] = Float(vectors[i * n + k]) } }
+        return Tensor(shape: [n, rank], scalars: factor)
+    }
+
+    /// The mode basis keeping `rank` leading eigenvectors.
+    func basis(name: String, rank: Int) -> ModeBasis {
+        ModeBasis(mode: name, dimension: dimension, rank: rank, factor: factor(rank: rank), spectrum: spectrum)
     }
 }
 
@@ -153,39 +180,18 @@ public struct ModeGramAccumulator: Sendable {
 public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
                            options: CalibrationOptions = CalibrationOptions(),
                            progress: (Int) -> Void = { _ in }) throws(TrainingError) -> (layers: [LayerBases], batchSize: Int, batches: Int) {
-    var capture = graph
-    capture.outputs = layers.map { ValueInfo(name: $0.input, dimensions: nil) }
-    capture.nodes = Array(graph.nodes.prefix(through: graph.nodes.lastIndex { node in layers.contains { $0.input == node.output } } ?? 0))
-    let session = InferenceSession(graph: capture)
     var accumulators: [ModeGramAccumulator] = []
     var batchSize = 0
-    var count = 0
-    for batch in batches {
-        let captured: [String: Tensor]
-        do {
-            guard let inputName = graph.inputs.first?.name, graph.inputs.count == 1 else {
-                throw TrainingError.data(reason: "calibration needs a model with one input")
-            }
-            captured = try session.run([inputName: batch])
-        } catch let error as TrainingError {
-            throw error
-        } catch let error as ModelError {
-            throw .graph(error)
-        } catch {
-            throw .data(reason: "\(error)")
-        }
-        if count == 0 {
+    let count = try forEachCapturedBatch(graph: graph, layers: layers, batches: batches) { (batch, captured) throws(TrainingError) in
+        if accumulators.isEmpty {
             batchSize = batch.shape.first ?? 0
             accumulators = layers.map { ModeGramAccumulator(shape: captured[$0.input]?.shape ?? [], accumulation: options.accumulation) }
-        } else if batch.shape.first != batchSize {
-            throw .data(reason: "calibration batch \(count + 1) has \(batch.shape.first ?? 0) samples, the first had \(batchSize); use equal batches (drop the last partial one)")
         }
         for (index, layer) in layers.enumerated() {
             guard let input = captured[layer.input] else { continue }
             accumulators[index].add(input)
         }
-        count += 1
-        progress(count)
+        progress(accumulators[0].batches)
     }
     guard count > 0 else { throw .data(reason: "the calibration data yielded no batch") }
     var result: [LayerBases] = []
@@ -194,4 +200,40 @@ public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some S
                                  modes: try accumulator.bases(energy: options.energy, modeNames: layer.modeNames)))
     }
     return (result, batchSize, count)
+}
+
+/// Runs the model forward on each batch with the trained layers' inputs as outputs (only the nodes
+/// up to the last of them) and hands every batch with its captured inputs (by value name) to
+/// `body`, which should reduce them before the next batch arrives.
+///
+/// - Returns: the number of batches.
+/// - Throws: `TrainingError.data` when batches differ in size or the model has not one input,
+///   `.graph` when a batch does not fit the model, and what `body` throws.
+func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
+                          _ body: (Tensor, [String: Tensor]) throws(TrainingError) -> Void) throws(TrainingError) -> Int {
+    guard let inputName = graph.inputs.first?.name, graph.inputs.count == 1 else {
+        throw .data(reason: "calibration needs a model with one input")
+    }
+    var capture = graph
+    capture.outputs = layers.map { ValueInfo(name: $0.input, dimensions: nil) }
+    capture.nodes = Array(graph.nodes.prefix(through: graph.nodes.lastIndex { node in layers.contains { $0.input == node.output } } ?? 0))
+    let session = InferenceSession(graph: capture)
+    var batchSize = 0
+    var count = 0
+    for batch in batches {
+        let captured: [String: Tensor]
+        do {
+            captured = try session.run([inputName: batch])
+        } catch {
+            throw .graph(error)
+        }
+        if count == 0 {
+            batchSize = batch.shape.first ?? 0
+        } else if batch.shape.first != batchSize {
+            throw .data(reason: "batch \(count + 1) has \(batch.shape.first ?? 0) samples, the first had \(batchSize); use equal batches (drop the last partial one)")
+        }
+        try body(batch, captured)
+        count += 1
+    }
+    return count
 }

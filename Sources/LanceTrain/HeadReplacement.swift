@@ -24,29 +24,54 @@ public enum ReplacedHead {
 /// - Throws: `TrainingError.invalidLayerSelection` when the graph has no linear head.
 public func replaceHead(in graph: Graph, classes: Int, seed: UInt64) throws(TrainingError) -> Graph {
     precondition(classes > 0, "a head needs at least one class")
-    guard let head = try graph.trainedLayers(.last(0)).first(where: \.isHead),
-          let index = graph.nodes.firstIndex(where: { $0.name == head.node }) else {
-        throw .invalidLayerSelection(reason: "the model has no linear classifier head to replace")
-    }
-    var result = graph
-    let node = graph.nodes[index]
-    guard let oldWeight = graph.parametersByName[node.inputs[1]]?.tensor, oldWeight.rank == 2 else {
-        throw .invalidLayerSelection(reason: "the head '\(node.name)' has no 2-D weight parameter")
-    }
-    let features: Int
-    let oldClasses: Int
-    switch node.operation {
-    case .gemm(let gemm):
-        (features, oldClasses) = gemm.transposeB ? (oldWeight.shape[1], oldWeight.shape[0]) : (oldWeight.shape[0], oldWeight.shape[1])
-    default:
-        (features, oldClasses) = (oldWeight.shape[0], oldWeight.shape[1])
-    }
+    let features = try headFeatures(of: graph)
     var generator = HeadInitialisationGenerator(seed: seed)
     let bound = 1 / Float(features).squareRoot()
     let weight = Tensor(shape: [classes, features],
                         scalars: (0..<(classes * features)).map { _ in generator.uniform(-bound, bound) })
     let bias = Tensor(shape: [classes], scalars: (0..<classes).map { _ in generator.uniform(-bound, bound) })
+    return try installHead(in: graph, weight: weight, bias: bias)
+}
 
+/// The number of input features of a graph's classifier head.
+///
+/// - Throws: `TrainingError.invalidLayerSelection` when the graph has no linear head.
+public func headFeatures(of graph: Graph) throws(TrainingError) -> Int {
+    let (_, node) = try headNode(of: graph)
+    guard let weight = graph.parametersByName[node.inputs[1]]?.tensor, weight.rank == 2 else {
+        throw .invalidLayerSelection(reason: "the head '\(node.name)' has no 2-D weight parameter")
+    }
+    if case .gemm(let gemm) = node.operation, gemm.transposeB { return weight.shape[1] }
+    return weight.shape[0]
+}
+
+private func headNode(of graph: Graph) throws(TrainingError) -> (index: Int, node: Node) {
+    guard let head = try graph.trainedLayers(.last(0)).first(where: \.isHead),
+          let index = graph.nodes.firstIndex(where: { $0.name == head.node }) else {
+        throw .invalidLayerSelection(reason: "the model has no linear classifier head to replace")
+    }
+    return (index, graph.nodes[index])
+}
+
+/// Swaps the classifier head for given weights (as `replaceHead`, which draws them at random):
+/// the head node becomes `Gemm(transposeB: true)` over `[X, lance_head.weight, lance_head.bias]`.
+///
+/// - Parameters:
+///   - weight: `[classes, features]`.
+///   - bias: `[classes]`.
+/// - Throws: `TrainingError.invalidLayerSelection` when the graph has no linear head or the
+///   weight does not take the head's input features.
+public func installHead(in graph: Graph, weight: Tensor, bias: Tensor) throws(TrainingError) -> Graph {
+    let (index, node) = try headNode(of: graph)
+    let features = try headFeatures(of: graph)
+    guard weight.rank == 2, weight.shape[1] == features, bias.shape == [weight.shape[0]] else {
+        throw .invalidLayerSelection(reason: "a head of weight \(weight.shape) and bias \(bias.shape) does not fit the \(features) features of '\(node.name)'")
+    }
+    let classes = weight.shape[0]
+    let oldWeight = graph.parametersByName[node.inputs[1]]!.tensor
+    let oldClasses: Int
+    if case .gemm(let gemm) = node.operation, gemm.transposeB { oldClasses = oldWeight.shape[0] } else { oldClasses = oldWeight.shape[1] }
+    var result = graph
     var newNode = node
     newNode.operation = .gemm(Gemm(alpha: 1, beta: 1, transposeA: false, transposeB: true))
     newNode.inputs = [node.inputs[0], ReplacedHead.weightName, ReplacedHead.biasName]

@@ -83,6 +83,14 @@ public struct TrainedLayer: Sendable, Equatable {
     public var input: String
     /// Whether it is the classifier head (the last linear layer).
     public var isHead: Bool
+
+    /// Describes a trained layer (`Graph.trainedLayers` finds them in a graph).
+    public init(node: String, kind: Kind, input: String, isHead: Bool) {
+        self.node = node
+        self.kind = kind
+        self.input = input
+        self.isHead = isHead
+    }
     /// The names of the mode axes of its input.
     public var modeNames: [String] {
         kind == .linear ? ["batch", "feature"] : ["batch", "channel", "height", "width"]

@@ -152,10 +152,14 @@ public struct TrainingGraph: Sendable {
     ///   - method: what the trained layers keep.
     ///   - compressHead: whether the head's input is compressed too (default: it is kept, as in
     ///     the authors' code; it needs head bases in the calibration record under `lance`).
+    ///   - frozenParameters: operands of the trained layers that stay fixed nonetheless (the
+    ///     biases of shared layers when a task is added: a bias update would move every input's
+    ///     output, protected or not).
     /// - Throws: `TrainingError.invalidLayerSelection` when nothing trains or an operator between
     ///   the trained layers and the loss has no backward here; `.data` when `lance` bases are
     ///   missing for a compressed layer.
-    public init(graph: Graph, layers: [TrainedLayer], method: TrainingMethod, compressHead: Bool = false) throws(TrainingError) {
+    public init(graph: Graph, layers: [TrainedLayer], method: TrainingMethod, compressHead: Bool = false,
+                frozenParameters: Set<String> = []) throws(TrainingError) {
         guard graph.inputs.count == 1, let input = graph.inputs.first?.name else {
             throw .data(reason: "training needs a model with exactly one input; this one has \(graph.inputs.count)")
         }
@@ -186,7 +190,8 @@ public struct TrainingGraph: Sendable {
                 throw .invalidLayerSelection(reason: "no node named '\(layer.node)'")
             }
             trainedByNode[layer.node] = layer
-            for operand in node.inputs.dropFirst() where parameterIndex[operand] != nil && !trainedNames.contains(operand) {
+            for operand in node.inputs.dropFirst()
+            where parameterIndex[operand] != nil && !trainedNames.contains(operand) && !frozenParameters.contains(operand) {
                 trainedNames.append(operand)
             }
         }
@@ -366,12 +371,21 @@ public struct TrainingGraph: Sendable {
                     switch method {
                     case .lance:
                         let layerBases = bases[node.name]!
-                        guard layerBases.inputShape == x.shape else {
-                            throw .data(reason: x.shape.first != layerBases.inputShape.first
-                                ? "the batch of \(x.shape.first ?? 0) samples differs from the calibration batch size \(layerBases.inputShape.first ?? 0) (the batch basis U₀ ties them); train with batches of the calibration size and drop the last partial batch"
-                                : "the input of '\(node.name)' is \(x.shape), but it was calibrated at \(layerBases.inputShape); calibrate at the training input size")
+                        // Bases with three modes on a convolution are those of its im2col tensor
+                        // (continual learning, method section 5.1).
+                        let unfolded = layerBases.modes.count == 3 && x.rank == 4
+                        let view: Tensor
+                        if unfolded, case .convolution(let convolution) = node.operation {
+                            view = unfoldedInput(x, convolution: convolution)
+                        } else {
+                            view = x
                         }
-                        compressed = TuckerCore(projecting: x, bases: layerBases.modes)
+                        guard layerBases.inputShape == view.shape else {
+                            throw .data(reason: view.shape.first != layerBases.inputShape.first
+                                ? "the batch of \(view.shape.first ?? 0) samples differs from the calibration batch size \(layerBases.inputShape.first ?? 0) (the batch basis U₀ ties them); train with batches of the calibration size and drop the last partial batch"
+                                : "the input of '\(node.name)' is \(view.shape), but it was calibrated at \(layerBases.inputShape); calibrate at the training input size")
+                        }
+                        compressed = TuckerCore(projecting: view, bases: layerBases.modes)
                     case .hosvd(let energy):
                         do {
                             compressed = try hosvdCompress(x, energy: energy)
@@ -513,7 +527,9 @@ public struct TrainingGraph: Sendable {
         case .convolution(let convolution):
             let hasBias = node.inputs.count > 2
             let weightGradient: Tensor
-            if let core {
+            if let core, core.factors.count == 3 {
+                weightGradient = unfoldedLowRankWeightGradient(compressed: core, outputGradient: dy, weightShape: weight.shape)
+            } else if let core {
                 weightGradient = lowRankConv2dWeightGradient(compressed: core, outputGradient: dy, weightShape: weight.shape,
                                                              convolution: convolution)
             } else {
@@ -521,7 +537,7 @@ public struct TrainingGraph: Sendable {
                                                       convolution: convolution)
             }
             accumulate(node.inputs[1], weightGradient)
-            if hasBias { accumulate(node.inputs[2], conv2dBiasGradient(outputGradient: dy)) }
+            if hasBias && requiresGradient.contains(node.inputs[2]) { accumulate(node.inputs[2], conv2dBiasGradient(outputGradient: dy)) }
             if carries[0] {
                 accumulate(node.inputs[0], conv2dInputGradient(outputGradient: dy, weight: weight, inputShape: inputShape,
                                                                convolution: convolution))

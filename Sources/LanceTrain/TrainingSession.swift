@@ -100,6 +100,10 @@ public struct Trainer: Sendable {
     public private(set) var optimizer: Optimizer
     /// The settings.
     public let configuration: TrainerConfiguration
+    /// Per trained weight parameter, a protected basis P `[d, k]` its gradient is projected away
+    /// from before every update (`projectingOutProtected`; GPM's gradient projection). Empty by
+    /// default.
+    public var gradientProjections: [String: (basis: Tensor, featuresFirst: Bool)] = [:]
 
     /// The model with the trained parameters' current values.
     public var graph: Graph { runner.graph }
@@ -107,9 +111,13 @@ public struct Trainer: Sendable {
     /// Prepares training.
     ///
     /// - Throws: as `TrainingGraph.init`.
+    ///
+    /// - Parameter frozenParameters: operands of the trained layers kept fixed (see `TrainingGraph`).
     public init(graph: Graph, layers: [TrainedLayer], method: TrainingMethod,
-                configuration: TrainerConfiguration = TrainerConfiguration()) throws(TrainingError) {
-        self.runner = try TrainingGraph(graph: graph, layers: layers, method: method, compressHead: configuration.compressHead)
+                configuration: TrainerConfiguration = TrainerConfiguration(),
+                frozenParameters: Set<String> = []) throws(TrainingError) {
+        self.runner = try TrainingGraph(graph: graph, layers: layers, method: method, compressHead: configuration.compressHead,
+                                        frozenParameters: frozenParameters)
         self.optimizer = Optimizer(configuration.optimizer)
         self.configuration = configuration
     }
@@ -141,6 +149,11 @@ public struct Trainer: Sendable {
         let (loss, logits, backward, memory) = try runner.lossAndGradients(features: features, labels: labels)
         let correct = zip(logits.argmaxPerRow(), labels).filter { $0 == $1 }.count
         var gradients = backward.parameterGradients
+        for (name, projection) in gradientProjections {
+            if let gradient = gradients[name] {
+                gradients[name] = projectingOutProtected(gradient, protected: projection.basis, featuresFirst: projection.featuresFirst)
+            }
+        }
         let stepNumber = optimizer.step + 1
         guard loss.isFinite else {
             throw .numeric(reason: "training step \(stepNumber): the loss is \(loss); the update was not applied — lower the learning rate or check the data for NaN or infinite values")

@@ -766,10 +766,18 @@ struct  Lance__Calibration
   char *data_fingerprint;
   size_t n_layers;
   Lance__LayerBases **layers;
+  /*
+   * Continual learning (method section 5): present when the container protects its tasks'
+   * subspaces. The feature-mode threshold for task t is protect_energy + t * protect_energy_step.
+   */
+  protobuf_c_boolean has_protect_energy;
+  float protect_energy;
+  protobuf_c_boolean has_protect_energy_step;
+  float protect_energy_step;
 };
 #define LANCE__CALIBRATION__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&lance__calibration__descriptor) \
-    , 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0,NULL }
+    , 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, 0,NULL, 0, 0, 0, 0 }
 
 
 struct  Lance__NamedBlob
@@ -810,7 +818,8 @@ struct  Lance__Task
   size_t n_head;
   Lance__Parameter **head;
   /*
-   * by layer name, sorted
+   * By layer name, sorted: the directions of the layer's input-feature space this task added to
+   * the protected basis, [features, k_task], orthonormal and orthogonal to earlier tasks'.
    */
   size_t n_protected_bases;
   Lance__NamedBlob **protected_bases;
