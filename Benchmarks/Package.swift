@@ -22,6 +22,16 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "lance-train-bench",
+            dependencies: [
+                .product(name: "LanceCore", package: "Lance"),
+                .product(name: "LanceData", package: "Lance"),
+                .product(name: "LanceModel", package: "Lance"),
+                .product(name: "LanceONNX", package: "Lance"),
+                .product(name: "LanceTrain", package: "Lance"),
+            ]
+        ),
+        .executableTarget(
             name: "lance-container-bench",
             dependencies: [
                 .product(name: "LanceFormat", package: "Lance"),

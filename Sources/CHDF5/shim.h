@@ -10,7 +10,18 @@ static inline unsigned lance_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline hid_t lance_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t lance_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
 static inline hid_t lance_h5t_c_s1(void) { return H5T_C_S1; }
+static inline hid_t lance_h5t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 static inline size_t lance_h5t_variable(void) { return H5T_VARIABLE; }
+
+/// A link-creation property list that creates missing intermediate groups (close with H5Pclose).
+static inline hid_t lance_h5_intermediate_groups_properties(void) {
+    hid_t properties = H5Pcreate(H5P_LINK_CREATE);
+    if (properties >= 0 && H5Pset_create_intermediate_group(properties, 1) < 0) {
+        H5Pclose(properties);
+        return -1;
+    }
+    return properties;
+}
 
 /// Turns off HDF5's automatic error printing to stderr; errors are reported as typed Swift errors.
 static inline void lance_h5_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }

@@ -108,22 +108,24 @@ struct TaskRoomReport: Codable {
             lines.append("protection  none (lance-convert --calibration DATA --protect computes the protected bases)")
         }
         lines.append("")
-        lines.append(pad("task", 24) + pad("classes", 9) + pad("head params", 13) + pad("protected dirs", 16) + "metrics")
+        let taskWidth = max(tasks.map(\.name.count).max() ?? 0, 4) + 2
+        lines.append(pad("task", taskWidth) + pad("classes", 9) + pad("head params", 13) + pad("protected dirs", 16) + "metrics")
         for task in tasks {
-            lines.append(pad(task.name, 24) + pad("\(task.classes)", 9) + pad("\(task.headParameters)", 13)
+            lines.append(pad(task.name, taskWidth) + pad("\(task.classes)", 9) + pad("\(task.headParameters)", 13)
                          + pad("\(task.protectedDirections)", 16)
                          + task.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String($0.value, decimals: 4))" }.joined(separator: ", "))
         }
         guard !layers.isEmpty else { return lines }
         lines.append("")
         let names = tasks.map(\.name)
-        lines.append(pad("layer", 28) + pad("features", 10) + names.map { pad($0, max($0.count + 2, 8)) }.joined() + pad("protected", 11) + "free")
+        let layerWidth = max(layers.map(\.layer.count).max() ?? 0, 5) + 2
+        lines.append(pad("layer", layerWidth) + pad("features", 10) + names.map { pad($0, max($0.count + 2, 8)) }.joined() + pad("protected", 11) + "free")
         for layer in layers {
             let share = names.map { name in
                 pad("\(layer.protectedByTask[name] ?? 0)", max(name.count + 2, 8))
             }.joined()
             let freeShare = String(100 * Double(layer.free) / Double(max(layer.features, 1)), decimals: 1)
-            lines.append(pad(layer.layer, 28) + pad("\(layer.features)", 10) + share + pad("\(layer.protected)", 11)
+            lines.append(pad(layer.layer, layerWidth) + pad("\(layer.features)", 10) + share + pad("\(layer.protected)", 11)
                          + "\(layer.free) (\(freeShare)%)")
         }
         return lines
@@ -132,4 +134,33 @@ struct TaskRoomReport: Codable {
     private func pad(_ text: String, _ width: Int) -> String {
         text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
     }
+}
+
+/// The model with every task's head as its own output, for exporting all tasks at once: the graph
+/// as stored (the first task's head and output), plus per later task a `Gemm` on the same head
+/// input with that task's weights, output `logits_<task>` `[N, classes]` (parameters
+/// `<task>.head.weight` `[classes, features]` and `<task>.head.bias`).
+func allTasksGraph(_ container: Container, path: String) throws -> Graph {
+    var graph = container.graph
+    guard container.tasks.count > 1 else { return graph }
+    guard let head = try graph.trainedLayers(.last(0)).first(where: \.isHead) else {
+        throw CommandError.dataMismatch(path: path, reason: "the model has no classifier head to add the tasks' heads beside")
+    }
+    let batch: ShapeDimension = graph.outputs.first?.dimensions?.first ?? .symbolic("N")
+    for task in container.tasks.dropFirst() {
+        guard let weight = task.head.first(where: { $0.name == ReplacedHead.weightName }),
+              let bias = task.head.first(where: { $0.name == ReplacedHead.biasName }) else {
+            throw CommandError.dataMismatch(path: path, reason: "task '\(task.name)' has no head weights")
+        }
+        let output = "logits_\(task.name)"
+        guard !graph.nodes.contains(where: { $0.output == output || $0.name == "\(task.name).head" }) else {
+            throw CommandError.dataMismatch(path: path, reason: "task '\(task.name)' clashes with a value or node of the model named '\(output)'")
+        }
+        graph.parameters.append(Parameter(name: "\(task.name).head.weight", tensor: weight.tensor, trainable: false))
+        graph.parameters.append(Parameter(name: "\(task.name).head.bias", tensor: bias.tensor, trainable: false))
+        graph.nodes.append(Node(name: "\(task.name).head", operation: .gemm(Gemm(alpha: 1, beta: 1, transposeA: false, transposeB: true)),
+                                inputs: [head.input, "\(task.name).head.weight", "\(task.name).head.bias"], output: output))
+        graph.outputs.append(ValueInfo(name: output, dimensions: [batch, .fixed(task.classes)]))
+    }
+    return graph
 }

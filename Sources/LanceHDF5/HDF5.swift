@@ -11,6 +11,10 @@ public enum HDF5Error: Error, Sendable, Equatable, CustomStringConvertible {
     case wrongType(path: String, object: String, expected: String)
     /// HDF5 failed while reading the object (a damaged or truncated file).
     case readFailed(path: String, object: String)
+    /// The file cannot be created (a missing folder, no permission).
+    case cannotCreate(path: String, reason: String)
+    /// HDF5 failed while writing the object (a full disk, an existing name).
+    case writeFailed(path: String, object: String, reason: String)
 
     /// One sentence a user can act on.
     public var description: String {
@@ -19,6 +23,8 @@ public enum HDF5Error: Error, Sendable, Equatable, CustomStringConvertible {
         case .missingObject(let path, let object): "\(path): no '\(object)' in the file"
         case .wrongType(let path, let object, let expected): "\(path): '\(object)' is not \(expected)"
         case .readFailed(let path, let object): "\(path): reading '\(object)' failed; the file may be truncated or damaged"
+        case .cannotCreate(let path, let reason): "\(path): cannot create the HDF5 file: \(reason)"
+        case .writeFailed(let path, let object, let reason): "\(path): writing '\(object)' failed: \(reason)"
         }
     }
 }
@@ -48,7 +54,8 @@ final class Handle: @unchecked Sendable {
     deinit { withHDF5 { _ = close(id) } }
 }
 
-/// An HDF5 file opened for reading. Wraps `H5Fopen`.
+/// An HDF5 file opened for reading (`init(path:)`, wraps `H5Fopen`) or created for writing
+/// (`create(path:)`, wraps `H5Fcreate`).
 public final class HDF5File: @unchecked Sendable {
     /// The file's path (used in errors).
     public let path: String
@@ -63,6 +70,11 @@ public final class HDF5File: @unchecked Sendable {
         guard id >= 0 else { throw .cannotOpen(path: path, reason: "not an HDF5 file, or truncated") }
         self.path = path
         self.handle = Handle(id, close: H5Fclose)
+    }
+
+    init(path: String, handle: Handle) {
+        self.path = path
+        self.handle = handle
     }
 
     /// The root group `/`. Wraps `H5Gopen2`.

@@ -7,6 +7,9 @@ import LanceModel
 public enum ONNXExportError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Nodes whose operator has no ONNX form (listed all at once).
     case unsupportedNodes(path: String, nodes: [(node: String, reason: String)])
+    /// The requested opset is outside what LANCE writes, or some nodes cannot be expressed in it
+    /// (every node's requirement is listed).
+    case unsupportedOpset(path: String, opset: Int?, nodes: [(node: String, reason: String)])
     /// The output file cannot be written.
     case unwritableOutput(path: String, reason: String)
 
@@ -18,36 +21,104 @@ public enum ONNXExportError: Error, Sendable, Equatable, CustomStringConvertible
         case .unsupportedNodes(let path, let nodes):
             "\(path): \(nodes.count) node\(nodes.count == 1 ? "" : "s") cannot be expressed in ONNX: "
                 + nodes.prefix(5).map { "'\($0.node)' (\($0.reason))" }.joined(separator: ", ") + (nodes.count > 5 ? ", ..." : "")
+        case .unsupportedOpset(let path, let opset, let nodes):
+            if let opset, !ONNXExportOptions.supportedOpsets.contains(opset) {
+                "\(path): opset \(opset) is not supported; LANCE writes opsets \(ONNXExportOptions.supportedOpsets.lowerBound) to \(ONNXExportOptions.supportedOpsets.upperBound)"
+            } else {
+                "\(path): " + (opset.map { "opset \($0) cannot express \(nodes.count) node\(nodes.count == 1 ? "" : "s"): " }
+                                ?? "no single opset expresses these \(nodes.count) nodes together: ")
+                    + nodes.prefix(5).map { "'\($0.node)' (\($0.reason))" }.joined(separator: ", ") + (nodes.count > 5 ? ", ..." : "")
+            }
         case .unwritableOutput(let path, let reason): "\(path): cannot write the file: \(reason)"
         }
     }
 }
 
+/// How `ONNXExporter` writes a model.
+public struct ONNXExportOptions: Sendable, Equatable {
+    /// The opsets LANCE writes (the importer reads 7 to 21).
+    public static let supportedOpsets = 11...21
+    /// Protobuf messages are limited to 2 GiB; past this many bytes of weights the tensor data
+    /// goes to a side file.
+    public static let defaultExternalDataThreshold = 2_000_000_000
+
+    /// Fold every BatchNormalization that directly follows a Conv or Gemm (and is its only
+    /// reader) into that node's weights and bias. Off by default: BatchNormalization stays.
+    public var foldBatchNormalization: Bool
+    /// The opset to write; `nil` picks the lowest opset from 13 on that expresses every node.
+    public var opset: Int?
+    /// When the weights take more than this many bytes, every weight is written to
+    /// `<model file>.data` (`location`, `offset`, `length`) instead of into the model.
+    public var externalDataThreshold: Int
+
+    /// Creates export options.
+    public init(foldBatchNormalization: Bool = false, opset: Int? = nil,
+                externalDataThreshold: Int = ONNXExportOptions.defaultExternalDataThreshold) {
+        self.foldBatchNormalization = foldBatchNormalization
+        self.opset = opset
+        self.externalDataThreshold = externalDataThreshold
+    }
+}
+
+/// A serialized ONNX model, ready to be written.
+public struct ONNXExport: Sendable {
+    /// The `ModelProto` bytes.
+    public var model: [UInt8]
+    /// The tensor data of the side file, when the weights are stored externally.
+    public var externalData: [UInt8]?
+    /// The side file's name, relative to the model's folder (`<model file>.data`).
+    public var externalDataLocation: String?
+    /// The opset written.
+    public var opset: Int
+    /// The BatchNormalization nodes folded into the preceding Conv or Gemm.
+    public var foldedBatchNormalizations: [String]
+    /// The number of nodes written.
+    public var nodeCount: Int
+    /// The number of initializers written (weights and the constants of hyperparameter inputs).
+    public var initializerCount: Int
+}
+
 /// Writes a `Graph` as a standard ONNX model (protobuf-c encoder, the same schema as the importer).
 ///
 /// Parameter names, node names, graph input and output names are preserved; the batch axis stays
-/// symbolic; BatchNormalization stays BatchNormalization. Weights are initializers with
-/// `raw_data` (little-endian float32). Hyperparameters that ONNX passes as tensors (Clip bounds,
-/// Reshape shape, Pad pads, Squeeze/Unsqueeze axes) become initializers named `<node>/<role>`.
-/// The opset is 13, or 14 when the graph needs HardSwish or Reshape's `allowzero`.
+/// symbolic; BatchNormalization stays BatchNormalization unless `foldBatchNormalization` is set.
+/// Weights are initializers with `raw_data` (little-endian float32), or external data past
+/// `externalDataThreshold`. Hyperparameters that ONNX passes as tensors (Clip bounds, Reshape
+/// shape, Pad pads, Squeeze/Unsqueeze axes, ReduceMean axes from opset 18) become initializers
+/// named `<node>/<role>`. The opset is the requested one, or the lowest from 13 on that
+/// expresses every node (14 for HardSwish or Reshape's `allowzero`, 19 for dilated AveragePool).
 public enum ONNXExporter {
-    /// The serialized model.
+    /// The serialized model with every weight inside it.
     ///
     /// - Throws: `ONNXExportError.unsupportedNodes` listing every node without an ONNX form,
     ///   before anything is produced.
     public static func serialize(_ graph: Graph, path: String = "model.onnx") throws(ONNXExportError) -> [UInt8] {
+        try export(graph, options: ONNXExportOptions(externalDataThreshold: .max), path: path).model
+    }
+
+    /// The serialized model (and external data) for `options`, without writing anything.
+    ///
+    /// - Throws: `ONNXExportError.unsupportedNodes` for nodes without an ONNX form;
+    ///   `.unsupportedOpset` when the requested opset (or any single opset) cannot express every
+    ///   node, naming them.
+    public static func export(_ graph: Graph, options: ONNXExportOptions, path: String = "model.onnx") throws(ONNXExportError) -> ONNXExport {
         let unsupported = graph.nodes.compactMap { node -> (node: String, reason: String)? in
             reasonUnsupported(node.operation).map { (node.name, $0) }
         }
         if !unsupported.isEmpty { throw .unsupportedNodes(path: path, nodes: unsupported) }
+        var graph = graph
+        var folded: [String] = []
+        if options.foldBatchNormalization {
+            (graph, folded) = BatchNormalizationFolding.fold(graph)
+        }
+        let opset = try chooseOpset(graph, requested: options.opset, path: path)
         let arena = CArena()
         var model = Onnx__ModelProto()
         onnx__model_proto__init(&model)
         model.has_ir_version = 1
-        model.ir_version = 8
+        model.ir_version = irVersion(opset: opset)
         model.producer_name = arena.string("LANCE")
         model.producer_version = arena.string(graph.provenance.producer)
-        let opset = needsOpset14(graph) ? 14 : 13
         var opsetEntry = Onnx__OperatorSetIdProto()
         onnx__operator_set_id_proto__init(&opsetEntry)
         opsetEntry.domain = arena.string("")
@@ -59,10 +130,21 @@ public enum ONNXExporter {
         var graphProto = Onnx__GraphProto()
         onnx__graph_proto__init(&graphProto)
         graphProto.name = arena.string(graph.name.isEmpty ? "lance" : graph.name)
-        var initializers: [UnsafeMutablePointer<Onnx__TensorProto>?] = graph.parameters.map { arena.object(floatTensor($0.name, $0.tensor, arena)) }
+        let weightBytes = graph.parameters.reduce(0) { $0 + $1.tensor.count * 4 }
+        let location = URL(fileURLWithPath: path).lastPathComponent + ".data"
+        var externalData: [UInt8]? = weightBytes > options.externalDataThreshold ? [] : nil
+        var initializers: [UnsafeMutablePointer<Onnx__TensorProto>?] = []
+        for parameter in graph.parameters {
+            if externalData != nil {
+                initializers.append(arena.object(externalFloatTensor(parameter.name, parameter.tensor, location: location,
+                                                                     data: &externalData!, arena)))
+            } else {
+                initializers.append(arena.object(floatTensor(parameter.name, parameter.tensor, arena)))
+            }
+        }
         var nodes: [UnsafeMutablePointer<Onnx__NodeProto>?] = []
         for node in graph.nodes {
-            let (proto, constants) = nodeProto(node, arena: arena)
+            let (proto, constants) = nodeProto(node, opset: opset, arena: arena)
             nodes.append(arena.object(proto))
             initializers += constants
         }
@@ -81,12 +163,29 @@ public enum ONNXExporter {
         let size = onnx__model_proto__get_packed_size(&model)
         var bytes = [UInt8](repeating: 0, count: size)
         _ = bytes.withUnsafeMutableBufferPointer { onnx__model_proto__pack(&model, $0.baseAddress) }
-        return bytes
+        return ONNXExport(model: bytes, externalData: externalData, externalDataLocation: externalData == nil ? nil : location,
+                          opset: opset, foldedBatchNormalizations: folded, nodeCount: nodes.count, initializerCount: initializers.count)
     }
 
-    /// Writes the model to `path` atomically (a temporary file in the same folder, then a rename).
-    public static func write(_ graph: Graph, to path: String) throws(ONNXExportError) {
-        let bytes = try serialize(graph, path: path)
+    /// Writes the model to `path` (and its external data to `<path>.data`) atomically: each file
+    /// is written to a temporary file in the same folder, then renamed.
+    @discardableResult
+    public static func write(_ graph: Graph, to path: String, options: ONNXExportOptions = ONNXExportOptions()) throws(ONNXExportError) -> ONNXExport {
+        let exported = try export(graph, options: options, path: path)
+        try write(exported, to: path)
+        return exported
+    }
+
+    /// Writes an exported model to `path` (and its external data next to it) atomically.
+    public static func write(_ exported: ONNXExport, to path: String) throws(ONNXExportError) {
+        if let data = exported.externalData, let location = exported.externalDataLocation {
+            let dataPath = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(location).path
+            try writeAtomically(data, to: dataPath)
+        }
+        try writeAtomically(exported.model, to: path)
+    }
+
+    static func writeAtomically(_ bytes: [UInt8], to path: String) throws(ONNXExportError) {
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         do {
@@ -100,6 +199,55 @@ public enum ONNXExporter {
             try? FileManager.default.removeItem(at: temporary)
             throw .unwritableOutput(path: path, reason: reason)
         }
+    }
+
+    /// The IR version that goes with an opset (ONNX's version table: opset 18 → IR 8, 19–20 → 9,
+    /// 21 → 10).
+    static func irVersion(opset: Int) -> Int64 {
+        switch opset {
+        case ...18: 8
+        case 19...20: 9
+        default: 10
+        }
+    }
+
+    /// The opsets a node can be written in, and why when that is narrower than all of them.
+    static func opsetRange(_ node: Node, rank: Int?) -> (range: ClosedRange<Int>, reason: String)? {
+        switch node.operation {
+        case .activation(.hardSwish): return (14...Int.max, "HardSwish needs opset 14 or later")
+        case .reshape(_, true): return (14...Int.max, "Reshape's allowzero needs opset 14 or later")
+        case .averagePool(let pooling, _) where pooling.window.dilations != [1, 1]:
+            return (19...Int.max, "a dilated AveragePool needs opset 19 or later")
+        case .softmax(let axis, let coerced):
+            // Before opset 13 Softmax flattens to 2-D at `axis`; both forms agree on the last axis.
+            if let rank, axis == rank - 1 || axis == -1 { return nil }
+            return coerced ? (Int.min...12, "Softmax coerced to 2-D needs an opset before 13")
+                           : (13...Int.max, "Softmax along one axis needs opset 13 or later")
+        default: return nil
+        }
+    }
+
+    /// The requested opset after checking that it expresses every node, or the lowest from 13 on
+    /// that does.
+    static func chooseOpset(_ graph: Graph, requested: Int?, path: String) throws(ONNXExportError) -> Int {
+        let supported = ONNXExportOptions.supportedOpsets
+        if let requested, !supported.contains(requested) { throw .unsupportedOpset(path: path, opset: requested, nodes: []) }
+        let shapes = (try? graph.inputShapes(batchSize: 1)).flatMap { try? graph.inferShapes(inputShapes: $0) }
+        let requirements = graph.nodes.compactMap { node in
+            opsetRange(node, rank: node.inputs.first.flatMap { shapes?[$0]?.count }).map { (node: node.name, range: $0.range, reason: $0.reason) }
+        }
+        if let requested {
+            let failing = requirements.filter { !$0.range.contains(requested) }
+            if !failing.isEmpty { throw .unsupportedOpset(path: path, opset: requested, nodes: failing.map { ($0.node, $0.reason) }) }
+            return requested
+        }
+        let lowest = requirements.map(\.range.lowerBound).max() ?? supported.lowerBound
+        let highest = requirements.map(\.range.upperBound).min() ?? supported.upperBound
+        let choice = max(lowest, min(13, highest), supported.lowerBound)
+        guard choice <= highest, choice <= supported.upperBound else {
+            throw .unsupportedOpset(path: path, opset: nil, nodes: requirements.map { ($0.node, $0.reason) })
+        }
+        return choice
     }
 
     /// Output descriptions with shapes: declared ones, or inferred (axes that follow the batch
@@ -118,19 +266,7 @@ public enum ONNXExporter {
     static func reasonUnsupported(_ operation: Operator) -> String? {
         switch operation {
         case .activation(.thresholdedReLU): return "Keras ReLU with a threshold has no ONNX operator"
-        case .softmax(_, true): return "opset < 13 Softmax coercion"
-        case .averagePool(let pooling, _) where pooling.window.dilations != [1, 1]: return "dilated AveragePool needs opset 19"
         default: return nil
-        }
-    }
-
-    static func needsOpset14(_ graph: Graph) -> Bool {
-        graph.nodes.contains { node in
-            switch node.operation {
-            case .activation(.hardSwish): return true
-            case .reshape(_, true): return true
-            default: return false
-            }
         }
     }
 
@@ -152,6 +288,41 @@ public enum ONNXExporter {
             }
         }
         proto.raw_data = ProtobufCBinaryData(len: bytes.count, data: arena.array(bytes))
+        return proto
+    }
+
+    /// A float tensor whose data is appended to `data` (the side file) and referenced by
+    /// `location`, `offset` and `length`. Tensors of 1 MiB and more start on a 64 KiB boundary so
+    /// that runtimes can map them.
+    static func externalFloatTensor(_ name: String, _ tensor: Tensor, location: String, data: inout [UInt8], _ arena: CArena) -> Onnx__TensorProto {
+        var proto = Onnx__TensorProto()
+        onnx__tensor_proto__init(&proto)
+        proto.name = arena.string(name)
+        proto.has_data_type = 1
+        proto.data_type = 1
+        proto.n_dims = tensor.rank
+        proto.dims = arena.array(tensor.shape.map { Int64($0) })
+        let length = tensor.count * 4
+        if length >= 1 << 20 { data += [UInt8](repeating: 0, count: (65_536 - data.count % 65_536) % 65_536) }
+        let offset = data.count
+        data.reserveCapacity(offset + length)
+        tensor.withUnsafeBufferPointer { buffer in
+            for value in buffer {
+                let bits = value.bitPattern.littleEndian
+                data += [UInt8(bits & 0xff), UInt8((bits >> 8) & 0xff), UInt8((bits >> 16) & 0xff), UInt8(bits >> 24)]
+            }
+        }
+        let entries = [("location", location), ("offset", "\(offset)"), ("length", "\(length)")].map { key, value in
+            var entry = Onnx__StringStringEntryProto()
+            onnx__string_string_entry_proto__init(&entry)
+            entry.key = arena.string(key)
+            entry.value = arena.string(value)
+            return Optional(arena.object(entry))
+        }
+        proto.n_external_data = entries.count
+        proto.external_data = arena.pointers(entries)
+        proto.has_data_location = 1
+        proto.data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL
         return proto
     }
 
@@ -205,7 +376,7 @@ public enum ONNXExporter {
     }
 
     /// One node and the constant initializers its hyperparameter inputs need.
-    static func nodeProto(_ node: Node, arena: CArena) -> (Onnx__NodeProto, [UnsafeMutablePointer<Onnx__TensorProto>?]) {
+    static func nodeProto(_ node: Node, opset: Int, arena: CArena) -> (Onnx__NodeProto, [UnsafeMutablePointer<Onnx__TensorProto>?]) {
         var attributes: [UnsafeMutablePointer<Onnx__AttributeProto>?] = []
         var constants: [UnsafeMutablePointer<Onnx__TensorProto>?] = []
         var inputs = node.inputs
@@ -296,6 +467,7 @@ public enum ONNXExporter {
             attribute("ceil_mode", int: pooling.ceilMode ? 1 : 0)
         case .averagePool(let pooling, let countIncludePad):
             window(pooling.window)
+            if pooling.window.dilations != [1, 1] { attribute("dilations", ints: pooling.window.dilations) }
             attribute("ceil_mode", int: pooling.ceilMode ? 1 : 0)
             attribute("count_include_pad", int: countIncludePad ? 1 : 0)
         case .flatten(let axis):
@@ -317,11 +489,13 @@ public enum ONNXExporter {
             inputs.append(constantInput("pads", integers: pads))
             inputs.append(constantInput("value", float: value))
         case .squeeze(let axes):
-            if let axes { inputs.append(constantInput("axes", integers: axes)) }
+            // Axes are an attribute before opset 13, an input from then on.
+            if let axes { if opset < 13 { attribute("axes", ints: axes) } else { inputs.append(constantInput("axes", integers: axes)) } }
         case .unsqueeze(let axes):
-            inputs.append(constantInput("axes", integers: axes))
+            if opset < 13 { attribute("axes", ints: axes) } else { inputs.append(constantInput("axes", integers: axes)) }
         case .reduceMean(let axes, let keepDimensions):
-            if let axes { attribute("axes", ints: axes) }
+            // Axes are an attribute before opset 18, an input from then on.
+            if let axes { if opset < 18 { attribute("axes", ints: axes) } else { inputs.append(constantInput("axes", integers: axes)) } }
             attribute("keepdims", int: keepDimensions ? 1 : 0)
         case .binary, .globalAveragePool, .globalMaxPool, .matMul, .identity:
             break

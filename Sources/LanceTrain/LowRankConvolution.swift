@@ -103,19 +103,28 @@ public func lowRankConv2dWeightGradient(compressed: TuckerCore, outputGradient: 
     // Ũ₂ [Hp, r₂] and Ũ₃ [Wp, r₃]: the spatial factors with zero rows for the padding.
     let paddedHeightFactor = paddedRows(compressed.factors[2], before: pads.top, after: pads.bottom)
     let paddedWidthFactor = paddedRows(compressed.factors[3], before: pads.left, after: pads.right)
-    // Step 2: Z₂[k₀, k₁] [Hp, r₃] = Ũ₂ [Hp, r₂] · S[k₀, k₁] [r₂, r₃], for every (k₀, k₁).
-    var z2 = [Float](repeating: 0, count: r0 * r1 * paddedHeight * r3)
-    z2.withUnsafeMutableBufferPointer { out in
-        compressed.core.withUnsafeBufferPointer { s in
+    // Step 2: Z₂[k₀, k₁] [Hp, r₃] = Ũ₂ [Hp, r₂] · S[k₀, k₁] [r₂, r₃], for every (k₀, k₁), as one gemm:
+    // S rearranged to [r₂, r₀·r₁·r₃], the product [Hp, r₀·r₁·r₃] rearranged to [r₀·r₁, Hp, r₃].
+    let slices = r0 * r1
+    var arrangedCore = [Float](repeating: 0, count: r2 * slices * r3)
+    compressed.core.withUnsafeBufferPointer { s in
+        for slice in 0..<slices { for i in 0..<r2 { for j in 0..<r3 {
+            arrangedCore[(i * slices + slice) * r3 + j] = s[(slice * r2 + i) * r3 + j]
+        } } }
+    }
+    var product = [Float](repeating: 0, count: paddedHeight * slices * r3)
+    product.withUnsafeMutableBufferPointer { out in
+        arrangedCore.withUnsafeBufferPointer { s in
             paddedHeightFactor.withUnsafeBufferPointer { u2 in
-                for slice in 0..<(r0 * r1) {
-                    gemm(m: paddedHeight, n: r3, k: r2, a: u2.baseAddress!, lda: r2,
-                         b: s.baseAddress! + slice * r2 * r3, ldb: r3,
-                         c: out.baseAddress! + slice * paddedHeight * r3, ldc: r3)
-                }
+                gemm(m: paddedHeight, n: slices * r3, k: r2, a: u2.baseAddress!, lda: r2, b: s.baseAddress!, ldb: slices * r3,
+                     c: out.baseAddress!, ldc: slices * r3)
             }
         }
     }
+    var z2 = [Float](repeating: 0, count: slices * paddedHeight * r3)
+    for slice in 0..<slices { for h in 0..<paddedHeight { for j in 0..<r3 {
+        z2[(slice * paddedHeight + h) * r3 + j] = product[(h * slices + slice) * r3 + j]
+    } } }
     // Step 3: Z₃ [r₀·r₁·Hp, Wp] = Z₂ [r₀·r₁·Hp, r₃] · Ũ₃ᵀ [r₃, Wp].
     var z3 = Tensor(shape: [r0, r1, paddedHeight, paddedWidth])
     z3.withUnsafeMutableBufferPointer { out in
@@ -144,8 +153,9 @@ func paddedRows(_ factor: Tensor, before: Int, after: Int) -> Tensor {
 }
 
 /// Step 5 of section 3.1: `dW[c', c, ij] = Σ_{k₁} Z₄[c', k₁, ij] · U₁[g·Cg + c, k₁]` with
-/// `g = c' / (C'/groups)`; per output channel one `gemm` `U₁_g [Cg, r₁] · Z₄[c'] [r₁, kH·kW]`, or
-/// for depthwise (`Cg == 1`) the direct sum.
+/// `g = c' / (C'/groups)`: for `groups == 1` one `gemm` over all output channels and taps
+/// (`[C'·kH·kW, r₁] · U₁ᵀ`); otherwise per output channel one `gemm` `U₁_g [Cg, r₁] · Z₄[c'] [r₁, kH·kW]`,
+/// or for depthwise (`Cg == 1`) the direct sum.
 private func contractChannelFactor(_ z4: Tensor, channelFactor: Tensor, weightShape: [Int], groups: Int) -> Tensor {
     let outputChannels = weightShape[0], groupChannels = weightShape[1]
     let taps = weightShape[2] * weightShape[3]
@@ -163,6 +173,30 @@ private func contractChannelFactor(_ z4: Tensor, channelFactor: Tensor, weightSh
                             for k in 0..<rank { sum += z[(m * rank + k) * taps + tap] * u1[channel * rank + k] }
                             out[m * taps + tap] = sum
                         }
+                    }
+                    return
+                }
+                if groups == 1 {
+                    // One gemm for all output channels: [C'·kH·kW, C] = Z₄ᵀ-arranged [C'·kH·kW, r₁] · U₁ᵀ,
+                    // then back to [C', C, kH·kW] (a 1×1 kernel needs no rearranging).
+                    if taps == 1 {
+                        gemm(transposeB: true, m: outputChannels, n: groupChannels, k: rank, a: z.baseAddress!, lda: rank,
+                             b: u1.baseAddress!, ldb: rank, c: out.baseAddress!, ldc: groupChannels)
+                        return
+                    }
+                    var arranged = [Float](repeating: 0, count: outputChannels * taps * rank)
+                    for m in 0..<outputChannels {
+                        for k in 0..<rank { for tap in 0..<taps { arranged[(m * taps + tap) * rank + k] = z[(m * rank + k) * taps + tap] } }
+                    }
+                    var product = [Float](repeating: 0, count: outputChannels * taps * groupChannels)
+                    arranged.withUnsafeBufferPointer { a in
+                        product.withUnsafeMutableBufferPointer { p in
+                            gemm(transposeB: true, m: outputChannels * taps, n: groupChannels, k: rank, a: a.baseAddress!, lda: rank,
+                                 b: u1.baseAddress!, ldb: rank, c: p.baseAddress!, ldc: groupChannels)
+                        }
+                    }
+                    for m in 0..<outputChannels {
+                        for tap in 0..<taps { for c in 0..<groupChannels { out[(m * groupChannels + c) * taps + tap] = product[(m * taps + tap) * groupChannels + c] } }
                     }
                     return
                 }

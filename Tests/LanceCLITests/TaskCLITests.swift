@@ -84,6 +84,25 @@ struct TaskCLITests {
         }
         let text = try runTool("lance-inspect", [output, "--tasks"])
         #expect(text.stdout.contains("sandals-shirts") && text.stdout.contains("free"), "\(text.stdout)")
+
+        // Export one task's head, and all heads as separate outputs.
+        let inputs = folder.appendingPathComponent("inputs.npy").path
+        try NPY.write(Tensor.random(shape: [3, 3, 64, 64], in: -2...2, seed: 5), to: inputs)
+        let exported = folder.appendingPathComponent("task.onnx").path
+        let export = try runTool("lance-export", [output, "--task", "sandals-shirts", "-o", exported])
+        #expect(export.status == 0, "\(export.stderr)")
+        let fromContainer = folder.appendingPathComponent("container.npy").path, fromExport = folder.appendingPathComponent("export.npy").path
+        #expect(try runTool("lance-eval", [output, "--task", "sandals-shirts", "--data", inputs, "--dump-outputs", fromContainer]).status == 0)
+        #expect(try runTool("lance-eval", [exported, "--data", inputs, "--dump-outputs", fromExport]).status == 0)
+        let a = try NPY.read(fromContainer).tensor, b = try NPY.read(fromExport).tensor
+        #expect(a.shape == [3, 2] && a.maxAbsoluteDifference(to: b) < 1e-5)
+        let all = folder.appendingPathComponent("all.onnx").path
+        let exportAll = try runTool("lance-export", [output, "--all-tasks", "-o", all])
+        #expect(exportAll.status == 0, "\(exportAll.stderr)")
+        let allInspect = try runTool("lance-inspect", [all, "--json"])
+        let outputs = ((try JSONSerialization.jsonObject(with: Data(allInspect.stdout.utf8)) as? [String: Any])?["outputs"] as? [[String: Any]])?
+            .compactMap { $0["name"] as? String }
+        #expect(outputs?.count == 2 && outputs?.last == "logits_sandals-shirts", "\(allInspect.stdout)")
     }
 
     @Test("adding a task with more classes than the data has, a used name, or to a container without protected bases fails and changes nothing")
