@@ -203,7 +203,7 @@ extension TrainCommand {
         model.tasks.append(TaskRecord(name: name, classes: classes, classNames: names, head: headParameters,
                                       protectedBases: newDirections, metrics: metrics))
         model.metrics.append(Metric(name: "method_\(method.rawValue)", scope: "task \(name)", value: 1))
-        try ContainerFile.write(model, to: output)
+        try ContainerFile.write(model, to: output, halfPrecision: storesHalfPrecision(container))
         let grown = shared.map { layer in
             "\(layer.node) +\(newDirections[layer.node]?.shape[1] ?? 0) → \((protected[layer.node]!!.shape[1]) + (newDirections[layer.node]?.shape[1] ?? 0))/\(protected[layer.node]!!.shape[0])"
         }.joined(separator: ", ")

@@ -17,6 +17,12 @@ func loadModelOrContainer(_ path: String, architecture: String? = nil) throws ->
     return LoadedModel(graph: try loadModel(path, architecture: architecture), container: nil)
 }
 
+/// Whether a container stores some tensors as float16 (`lance-convert --fp16`), so that tools
+/// writing it back keep that storage.
+func storesHalfPrecision(_ path: String) -> Bool {
+    (try? ContainerFile.readManifestOnly(path))?.blobs.contains { $0.elementType == .float16 } ?? false
+}
+
 /// What `lance-inspect` shows of a container beyond the model table.
 struct ContainerReport: Codable {
     struct Calibration: Codable {

@@ -154,6 +154,7 @@ public struct TrainCommand: ParsableCommand {
         let started = Date()
         let output = self.output ?? container
         var model = try ContainerFile.read(container)
+        let halfPrecision = storesHalfPrecision(container)
         let saved = resume ? model.optimizerState : nil
         if resume && saved == nil {
             throw CommandError.dataMismatch(path: container, reason: "holds no optimizer state to resume from; train without --resume")
@@ -361,7 +362,7 @@ public struct TrainCommand: ParsableCommand {
             // The checkpoint: current weights and optimizer state.
             applyTraining(trainer.graph, state: trainer.snapshot, to: &model, trainedNames: trainedNames,
                           task: taskName, classNames: source.classNames, classes: classCount)
-            try ContainerFile.write(model, to: output)
+            try ContainerFile.write(model, to: output, halfPrecision: halfPrecision)
             if best == nil || score > best!.score {
                 best = (epoch, score, trainer.graph, trainer.snapshot)
             }
@@ -374,7 +375,7 @@ public struct TrainCommand: ParsableCommand {
         let bestScope = "epoch \(best.epoch)"
         let bestAccuracy = model.metrics.last { $0.scope == bestScope && $0.name == (evalSource != nil ? "eval_accuracy" : "train_accuracy") }?.value
         if !model.tasks.isEmpty, let bestAccuracy { model.tasks[0].metrics["accuracy"] = bestAccuracy }
-        try ContainerFile.write(model, to: output)
+        try ContainerFile.write(model, to: output, halfPrecision: halfPrecision)
 
         let elapsed = Date().timeIntervalSince(started)
         let finalAccuracy = lastEvalAccuracy ?? lastTrainAccuracy

@@ -342,9 +342,12 @@ public struct TrainingGraph: Sendable {
     }
 
     /// The training forward pass from the frozen part's outputs (see `frozenFeatures(images:)`).
-    public func forward(features: [String: Tensor]) throws(TrainingError) -> ForwardPass {
-        var values = features
-        let batchSize = features.values.first?.shape.first
+    ///
+    /// The features are consumed: a value the trained part no longer needs (the input of a LANCE
+    /// layer once projected) is released during the pass unless the caller still holds it.
+    public func forward(features: consuming [String: Tensor]) throws(TrainingError) -> ForwardPass {
+        var values = consume features
+        let batchSize = values.values.first?.shape.first
         var saved: [String: Tensor] = [:]
         var savedOwner: [String: String] = [:]  // value name → trained node name (paper convention) or ""
         var cores: [String: TuckerCore] = [:]
@@ -655,9 +658,9 @@ public struct TrainingGraph: Sendable {
     }
 
     /// `lossAndGradients(images:labels:)` from the frozen part's outputs.
-    public func lossAndGradients(features: [String: Tensor], labels: [Int], keepingValueGradients kept: Set<String> = [])
+    public func lossAndGradients(features: consuming [String: Tensor], labels: [Int], keepingValueGradients kept: Set<String> = [])
         throws(TrainingError) -> (loss: Float, logits: Tensor, gradients: BackwardResult, memory: BackwardMemory) {
-        let pass = try forward(features: features)
+        let pass = try forward(features: consume features)
         let logits = pass.logits
         try Self.checkLabels(labels, logits: logits)
         let (loss, logitsGradient) = softmaxCrossEntropy(logits: logits, labels: labels)

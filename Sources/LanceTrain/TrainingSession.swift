@@ -145,8 +145,8 @@ public struct Trainer: Sendable {
     }
 
     /// One training step from the frozen part's outputs (kept from an earlier epoch, for example).
-    public mutating func step(features: [String: Tensor], labels: [Int]) throws(TrainingError) -> StepResult {
-        let (loss, logits, backward, memory) = try runner.lossAndGradients(features: features, labels: labels)
+    public mutating func step(features: consuming [String: Tensor], labels: [Int]) throws(TrainingError) -> StepResult {
+        let (loss, logits, backward, memory) = try runner.lossAndGradients(features: consume features, labels: labels)
         let correct = zip(logits.argmaxPerRow(), labels).filter { $0 == $1 }.count
         var gradients = backward.parameterGradients
         for (name, projection) in gradientProjections {

@@ -234,4 +234,26 @@ struct TrainCLITests {
         #expect(plain.count == 3)
         #expect(plain == cached)
     }
+
+    @Test("a float16 container stays float16 after training (trained weights in float32)")
+    func halfPrecisionKept() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let calibrated = try Self.calibratedContainer(in: folder)
+        let half = folder.appendingPathComponent("half.lance").path
+        #expect(try runTool("lance-convert", [calibrated, "-o", half, "--fp16"]).status == 0)
+        let output = folder.appendingPathComponent("trained.lance").path
+        let result = try runTool("lance-train", [half, "--data", Self.train, "--epochs", "1", "--limit", "16", "--classes", "10", "-o", output])
+        #expect(result.status == 0, "\(result.stderr)")
+        let before = try FileManager.default.attributesOfItem(atPath: half)[.size] as? Int ?? 0
+        let after = try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int ?? 0
+        let manifest = try ContainerFile.readManifestOnly(output)
+        let trained = Set(manifest.parameters.filter(\.trainable).map(\.name))
+        #expect(!trained.isEmpty)
+        for parameter in manifest.parameters {
+            #expect(parameter.storage.elementType == (trained.contains(parameter.name) ? .float32 : .float16), "\(parameter.name)")
+        }
+        #expect(Double(after) < 0.7 * Double(try FileManager.default.attributesOfItem(atPath: calibrated)[.size] as? Int ?? 0),
+                "\(before) → \(after) bytes")
+    }
 }
