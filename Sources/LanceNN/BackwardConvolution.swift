@@ -79,6 +79,31 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
     return Tensor(shape: inputShape) { out in
         out.initialize(repeating: 0)
         guard layout.batch > 0, plane > 0, depth > 0 else { return }
+        if layout.groups == 1 && plane <= batchedPlaneLimit {
+            // Small output planes: cols[C·kH·kW, n·H'·W'] = Wᵀ · dY[M, n·H'·W'] for several images at
+            // once, then col2im per image.
+            outputGradient.withUnsafeBufferPointer { dy in
+                weight.withUnsafeBufferPointer { w in
+                    forImageChunks(layout: layout, depth: depth, plane: plane) { images, columns, gradients in
+                        gatherImages(images, x: nil, dy: dy.baseAddress!, layout: layout, depth: depth, plane: plane,
+                                     columns: columns, gradients: gradients)
+                        let width = images.count * plane
+                        gemm(transposeA: true, m: depth, n: width, k: layout.outputChannels, a: w.baseAddress!, lda: depth,
+                             b: gradients, ldb: width, beta: 0, c: columns, ldc: width)
+                        let image = UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
+                        defer { image.deallocate() }
+                        for (offset, n) in images.enumerated() {
+                            for row in 0..<depth {
+                                (image + row * plane).update(from: columns + row * width + offset * plane, count: plane)
+                            }
+                            scatterPatchColumns(image, channelCount: layout.channels, geometry: g,
+                                                into: out.baseAddress! + n * layout.channels * g.inputPlane)
+                        }
+                    }
+                }
+            }
+            return
+        }
         outputGradient.withUnsafeBufferPointer { dyBuffer in
             weight.withUnsafeBufferPointer { wBuffer in
                 nonisolated(unsafe) let dy = dyBuffer.baseAddress!
@@ -140,6 +165,22 @@ public func conv2dWeightGradient(input: Tensor, outputGradient: Tensor, weightSh
     return Tensor(shape: weightShape) { out in
         out.initialize(repeating: 0)
         guard layout.batch > 0, plane > 0, depth > 0 else { return }
+        if layout.groups == 1 && plane <= batchedPlaneLimit {
+            // Small output planes (the late layers of a CNN): the images side by side, so that each
+            // gemm has a long inner dimension: dW[M, C·kH·kW] += dY[M, n·H'·W'] · cols[C·kH·kW, n·H'·W']ᵀ.
+            input.withUnsafeBufferPointer { x in
+                outputGradient.withUnsafeBufferPointer { dy in
+                    forImageChunks(layout: layout, depth: depth, plane: plane) { images, columns, gradients in
+                        gatherImages(images, x: x.baseAddress!, dy: dy.baseAddress!, layout: layout, depth: depth, plane: plane,
+                                     columns: columns, gradients: gradients)
+                        let width = images.count * plane
+                        gemm(transposeB: true, m: layout.outputChannels, n: depth, k: width, a: gradients, lda: width,
+                             b: columns, ldb: width, beta: 1, c: out.baseAddress!, ldc: depth)
+                    }
+                }
+            }
+            return
+        }
         input.withUnsafeBufferPointer { xBuffer in
             outputGradient.withUnsafeBufferPointer { dyBuffer in
                 nonisolated(unsafe) let x = xBuffer.baseAddress!
@@ -179,6 +220,49 @@ public func conv2dWeightGradient(input: Tensor, outputGradient: Tensor, weightSh
                     for k in 0..<weightCount { out[k] += partial[k] }
                 }
             }
+        }
+    }
+}
+
+/// Output planes up to this many pixels take the batched path of the `groups == 1` gradients
+/// (several images per `gemm`): per-image products there have an inner or outer dimension of a
+/// few dozen, which leaves most of the BLAS kernel's time to packing.
+let batchedPlaneLimit = 1024
+
+/// Runs `body` over chunks of images with two scratch matrices of `depth × n·plane` (columns) and
+/// `M × n·plane` (output gradients), n at most what keeps each near 1 Mi floats (4 MiB).
+private func forImageChunks(layout: ConvolutionBackwardLayout, depth: Int, plane: Int,
+                            _ body: (Range<Int>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+    let chunk = max(1, min(layout.batch, (1 << 20) / max(max(depth, layout.outputChannels) * plane, 1)))
+    let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
+    let gradients = UnsafeMutablePointer<Float>.allocate(capacity: layout.outputChannels * chunk * plane)
+    defer {
+        columns.deallocate()
+        gradients.deallocate()
+    }
+    var start = 0
+    while start < layout.batch {
+        let images = start..<min(start + chunk, layout.batch)
+        body(images, columns, gradients)
+        start = images.upperBound
+    }
+}
+
+/// Lays the images of a chunk side by side: `gradients[m, i·plane + p] = dY[n_i, m, p]` and, with
+/// an input, `columns[f, i·plane + p]` = image n_i's im2col matrix.
+private func gatherImages(_ images: Range<Int>, x: UnsafePointer<Float>?, dy: UnsafePointer<Float>, layout: ConvolutionBackwardLayout,
+                          depth: Int, plane: Int, columns: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+    let width = images.count * plane
+    let g = layout.geometry
+    let image = x == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
+    defer { image?.deallocate() }
+    for (offset, n) in images.enumerated() {
+        for m in 0..<layout.outputChannels {
+            (gradients + m * width + offset * plane).update(from: dy + (n * layout.outputChannels + m) * plane, count: plane)
+        }
+        if let x, let image {
+            gatherPatchColumns(x + n * layout.channels * g.inputPlane, channelCount: layout.channels, geometry: g, into: image)
+            for row in 0..<depth { (columns + row * width + offset * plane).update(from: image + row * plane, count: plane) }
         }
     }
 }
