@@ -1,16 +1,18 @@
 import Foundation
 import LanceCore
 
-/// Per-sample outputs of a model's frozen part, kept on disk and memory mapped, so that later
-/// epochs skip the frozen forward pass (and the decoding and preprocessing of the images).
+/// Per-sample outputs of a model's frozen part, kept on disk, so that later epochs skip the frozen
+/// forward pass (and the decoding and preprocessing of the images).
 ///
 /// Valid only while preprocessing is deterministic and the frozen weights do not change, which
 /// holds for `lance-train`: only the trained layers' parameters change, and no augmentation runs.
 /// One file per feature, `samples × elements` float32, in a temporary folder removed on `deinit`.
+/// The files are written and read with `pwrite`/`pread`, not mapped: their pages stay in the
+/// kernel's page cache (reclaimable) and never count towards the process's resident memory.
 final class FeatureCache {
     private let folder: URL
     private let sampleCount: Int
-    private var storage: [String: (shape: [Int], elements: Int, memory: UnsafeMutablePointer<Float>, bytes: Int)] = [:]
+    private var storage: [String: (shape: [Int], elements: Int, descriptor: Int32, path: String)] = [:]
     private var labels: [Int]
     private var filled: [Bool]
 
@@ -24,12 +26,12 @@ final class FeatureCache {
     }
 
     deinit {
-        for entry in storage.values { munmap(entry.memory, entry.bytes) }
+        for entry in storage.values { close(entry.descriptor) }
         try? FileManager.default.removeItem(at: folder)
     }
 
     /// Bytes the cache files take when every sample is stored.
-    var fileBytes: Int { storage.values.reduce(0) { $0 + $1.bytes } }
+    var fileBytes: Int { storage.values.reduce(0) { $0 + sampleCount * $1.elements * MemoryLayout<Float>.size } }
 
     /// Whether every sample of `indices` is stored.
     func contains(_ indices: [Int]) -> Bool { indices.allSatisfy { filled[$0] } }
@@ -40,24 +42,21 @@ final class FeatureCache {
             let shape = Array(tensor.shape.dropFirst())
             let elements = shape.reduce(1, *)
             if storage[name] == nil {
-                let bytes = max(1, sampleCount * elements * MemoryLayout<Float>.size)
                 let path = folder.appendingPathComponent("feature\(storage.count).f32").path
                 let descriptor = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
-                guard descriptor >= 0, ftruncate(descriptor, off_t(bytes)) == 0 else {
-                    if descriptor >= 0 { close(descriptor) }
+                guard descriptor >= 0 else {
                     throw CommandError.dataMismatch(path: path, reason: "cannot create the feature cache: \(String(cString: strerror(errno)))")
                 }
-                let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0)
-                close(descriptor)
-                guard let mapped, mapped != MAP_FAILED else {
-                    throw CommandError.dataMismatch(path: path, reason: "cannot map the feature cache: \(String(cString: strerror(errno)))")
-                }
-                storage[name] = (shape, elements, mapped.assumingMemoryBound(to: Float.self), bytes)
+                storage[name] = (shape, elements, descriptor, path)
             }
             guard let entry = storage[name], entry.shape == shape else { continue }
-            tensor.withUnsafeBufferPointer { values in
+            let rowBytes = entry.elements * MemoryLayout<Float>.size
+            try tensor.withUnsafeBufferPointer { values in
                 for (row, index) in indices.enumerated() {
-                    (entry.memory + index * entry.elements).update(from: values.baseAddress! + row * entry.elements, count: entry.elements)
+                    let written = pwrite(entry.descriptor, values.baseAddress! + row * entry.elements, rowBytes, off_t(index * rowBytes))
+                    guard written == rowBytes else {
+                        throw CommandError.dataMismatch(path: entry.path, reason: "cannot write the feature cache (is the temporary folder full?): \(String(cString: strerror(errno)))")
+                    }
                 }
             }
         }
@@ -68,13 +67,18 @@ final class FeatureCache {
     }
 
     /// The stored features and labels of `indices`, as one batch.
-    func batch(_ indices: [Int]) -> (features: [String: Tensor], labels: [Int]) {
+    func batch(_ indices: [Int]) throws -> (features: [String: Tensor], labels: [Int]) {
         var features: [String: Tensor] = [:]
         for (name, entry) in storage {
+            let rowBytes = entry.elements * MemoryLayout<Float>.size
+            var failed = false
             features[name] = Tensor(shape: [indices.count] + entry.shape) { out in
-                for (row, index) in indices.enumerated() {
-                    (out.baseAddress! + row * entry.elements).update(from: entry.memory + index * entry.elements, count: entry.elements)
+                for (row, index) in indices.enumerated() where !failed {
+                    failed = pread(entry.descriptor, out.baseAddress! + row * entry.elements, rowBytes, off_t(index * rowBytes)) != rowBytes
                 }
+            }
+            if failed {
+                throw CommandError.dataMismatch(path: entry.path, reason: "cannot read the feature cache: \(String(cString: strerror(errno)))")
             }
         }
         return (features, indices.map { labels[$0] })

@@ -93,7 +93,7 @@ public struct TrainCommand: ParsableCommand {
     @Option(help: "Samples per epoch (and evaluated), for quick runs.")
     var limit: Int?
 
-    @Flag(help: "Keep the frozen part's outputs of every sample on disk (memory mapped) after its first use, so later epochs skip the frozen forward pass; preprocessing is deterministic, so the features do not change.")
+    @Flag(help: "Keep the frozen part's outputs of every sample on disk after its first use, so later epochs skip the frozen forward pass; preprocessing is deterministic, so the features do not change.")
     var cacheFeatures = false
 
     @Flag(help: "Continue from the optimizer state saved in the container.")
@@ -283,8 +283,22 @@ public struct TrainCommand: ParsableCommand {
                 let indices = Array(iterator.order[position..<(position + batch)])
                 position += batch
                 let next: (features: [String: Tensor]?, images: Tensor?, labels: [Int])
-                if let cache, cache.contains(indices) {
-                    let cached = cache.batch(indices)
+                if let cache {
+                    // Only the samples not cached yet run through the frozen part (per sample, so the
+                    // features do not depend on the batch they came with).
+                    let missing = indices.filter { !cache.contains([$0]) }
+                    if !missing.isEmpty {
+                        let read = try readBatch(source, indices: missing)
+                        let computed: [String: Tensor]
+                        do {
+                            computed = try trainer.frozenFeatures(images: read.images)
+                        } catch {
+                            throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
+                                                  + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
+                        }
+                        try cache.store(computed, labels: read.labels, indices: missing)
+                    }
+                    let cached = try cache.batch(indices)
                     next = (cached.features, nil, cached.labels)
                 } else {
                     let read = try readBatch(source, indices: indices)
@@ -293,18 +307,17 @@ public struct TrainCommand: ParsableCommand {
                 if let bad = next.labels.first(where: { $0 < 0 || $0 >= classCount }) {
                     throw CommandError.dataMismatch(path: data, reason: "label \(bad) is outside the head's 0..<\(classCount) classes; give --classes or --replace-head")
                 }
+                let outcome: Result<StepResult, TrainingError>
+                if let features = next.features {
+                    outcome = Result { () throws(TrainingError) in try trainer.step(features: features, labels: next.labels) }
+                } else {
+                    outcome = Result { () throws(TrainingError) in try trainer.step(images: next.images ?? Tensor(shape: [0]), labels: next.labels) }
+                }
                 let result: StepResult
-                do {
-                    if let features = next.features {
-                        result = try trainer.step(features: features, labels: next.labels)
-                    } else if let cache, let images = next.images {
-                        let features = try trainer.frozenFeatures(images: images)
-                        try cache.store(features, labels: next.labels, indices: indices)
-                        result = try trainer.step(features: features, labels: next.labels)
-                    } else {
-                        result = try trainer.step(images: next.images ?? Tensor(shape: [0]), labels: next.labels)
-                    }
-                } catch let error as TrainingError {
+                switch outcome {
+                case .success(let value):
+                    result = value
+                case .failure(let error):
                     throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
                                           + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
                 }
