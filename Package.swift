@@ -52,7 +52,9 @@ let package = Package(
         .target(name: "LanceLinalg", dependencies: ["LanceCore", "COpenBLAS", "CLAPACKE"],
                 swiftSettings: optimisedKernels),
         .target(name: "LanceModel", dependencies: ["LanceCore"]),
-        .target(name: "LanceNN", dependencies: ["LanceCore", "LanceLinalg", "LanceModel"],
+        // AVX-512 forward kernels (depthwise and 3×3 convolution, GEMM prologue/epilogue) chosen at run time.
+        .target(name: "CLanceKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        .target(name: "LanceNN", dependencies: ["LanceCore", "LanceLinalg", "LanceModel", "CLanceKernels"],
                 swiftSettings: optimisedKernels),
         .target(name: "LanceRuntime", dependencies: ["LanceCore", "LanceModel", "LanceNN"],
                 swiftSettings: optimisedKernels),

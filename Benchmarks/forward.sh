@@ -16,6 +16,8 @@
 #   LANCE_BENCH_ROUNDS    rounds per batch size (default 7)
 #   LANCE_BENCH_QUIET     a round counts as quiet when other processes used fewer cores than this
 #                         while it ran (default 0.25); quiet rounds get a table of their own
+#   LANCE_BENCH_SCRATCH   SwiftPM scratch path for building lance-forward-bench (default: Benchmarks/.build);
+#                         give each concurrent checkout user its own so builds do not collide
 #   PYTHON                interpreter used to create the virtual environment (default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,8 +69,9 @@ sys.exit(0 if (onnxruntime.__version__, numpy.__version__) == ('$ort_version', '
 fi
 
 echo "== building lance-forward-bench (release)" >&2
-swift build -c release --package-path Benchmarks --product lance-forward-bench >&2
-bench="$(swift build -c release --package-path Benchmarks --show-bin-path)/lance-forward-bench"
+scratch="${LANCE_BENCH_SCRATCH:-$root/Benchmarks/.build}"
+swift build -c release --package-path Benchmarks --scratch-path "$scratch" --product lance-forward-bench >&2
+bench="$(swift build -c release --package-path Benchmarks --scratch-path "$scratch" --show-bin-path)/lance-forward-bench"
 
 raw="$(mktemp)"
 trap 'rm -f "$raw"' EXIT
@@ -107,7 +110,7 @@ done
 
 # The report: medians over rounds of each round's images/s.
 command="bash Benchmarks/forward.sh"
-for variable in LANCE_SHARED LANCE_BENCH_MODEL LANCE_BENCH_DATA LANCE_BENCH_ROUNDS LANCE_BENCH_QUIET; do
+for variable in LANCE_SHARED LANCE_BENCH_MODEL LANCE_BENCH_DATA LANCE_BENCH_ROUNDS LANCE_BENCH_QUIET LANCE_BENCH_SCRATCH; do
     if [ -n "${!variable:-}" ]; then command="$variable=${!variable} $command"; fi
 done
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)"

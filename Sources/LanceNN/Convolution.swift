@@ -1,6 +1,27 @@
+import CLanceKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import LanceCore
 import LanceLinalg
 import LanceModel
+
+/// Whether the AVX-512 kernels of `CLanceKernels` run on this CPU (checked once).
+let avx512Kernels = lance_kernels_avx512() != 0
+
+/// The clamp bounds of ReLU and Clip, which the C kernels apply in registers; `nil` for other
+/// activations (applied afterwards in Swift).
+@inline(__always)
+func clampBounds(_ activation: Activation?) -> (clamp: Bool, low: Float, high: Float)? {
+    switch activation {
+    case nil: return (false, 0, 0)
+    case .relu?: return (true, 0, .infinity)
+    case .clip(let minimum, let maximum)?: return (true, minimum, maximum)
+    default: return nil
+    }
+}
 
 /// 2-D convolution forward, with an optional fused activation.
 ///
@@ -11,11 +32,14 @@ import LanceModel
 /// `[M, C / groups, kH, kW]` (OIHW), bias `[M]`, output `[N, M, H', W']`.
 ///
 /// Depthwise convolutions (`groups == C`) run as a direct loop over output planes, split across
-/// cores; all others as im2col followed by `cblas_sgemm` per image and group (1×1 stride-1
+/// cores (3×3 ones, and dense 3×3 ones with at most 12 input channels, by the AVX-512 kernels of
+/// `CLanceKernels` when the CPU has AVX-512); all others as im2col followed by `cblas_sgemm` per
+/// image and group (1×1 stride-1
 /// unpadded convolutions skip im2col: the input plane already is the column matrix). The GEMM is
 /// cut into tiles of output columns (or, for small planes, of output channels) that the cores
 /// share, each tile multiplied by a single-threaded `sgemm` and finished (bias, activation) while
-/// it is still in the cache.
+/// it is still in the cache. The output comes from the calling thread's `TensorRecycler` when it
+/// has one of the right size.
 ///
 /// - Precondition: shapes were checked by shape inference (`Operator.outputShape`).
 public func conv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution,
@@ -54,7 +78,24 @@ private func convolve(_ input: Tensor, weight: Tensor, bias: Tensor?, convolutio
         padTop: pads.top, padLeft: pads.left)
     precondition(residual == nil || residual!.shape == outputShape,
                  "residual shape \(residual!.shape) differs from the convolution output \(outputShape)")
-    if convolution.groups == channels && weight.shape[1] == 1 {
+    let directable = avx512Kernels && geometry.kernelHeight == 3 && geometry.kernelWidth == 3
+        && geometry.dilationHeight == 1 && geometry.dilationWidth == 1 && geometry.strideHeight == geometry.strideWidth
+        && (geometry.strideWidth == 1 || geometry.strideWidth == 2)
+    let depthwise = convolution.groups == channels && weight.shape[1] == 1
+    if directable && (depthwise || (convolution.groups == 1 && channels <= 12)) {
+        // 3×3 depthwise, or dense with few input channels (the stem convolution): direct, AVX-512.
+        var result = directConv3x3(input, weight: weight, bias: bias, groups: convolution.groups, geometry: geometry,
+                                   outputShape: outputShape, activation: activation)
+        if let residual {
+            result.withUnsafeMutableBufferPointer { y in
+                residual.withUnsafeBufferPointer { r in
+                    for k in 0..<y.count { y[k] += r[k] }
+                }
+            }
+        }
+        return result
+    }
+    if depthwise {
         var result = depthwiseConv2d(input, weight: weight, bias: bias, geometry: geometry, outputShape: outputShape,
                                      activation: activation)
         if let residual {
@@ -66,7 +107,7 @@ private func convolve(_ input: Tensor, weight: Tensor, bias: Tensor?, convolutio
         }
         return result
     }
-    return Tensor(shape: outputShape) { out in
+    return makeOutput(shape: outputShape) { out in
         input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
                 withOptionalBuffer(bias) { b in
@@ -214,8 +255,8 @@ private struct GEMMConvolution: @unchecked Sendable {
         let pointwise = g.isPointwise
         BLASThreads.withSingleThread {
             parallelFor(tiles) { range in
-                let scratch: UnsafeMutablePointer<Float>? = pointwise ? nil : .allocate(capacity: depth * columnTile)
-                defer { scratch?.deallocate() }
+              withThreadScratch(count: pointwise ? 0 : depth * columnTile) { threadScratch in
+                let scratch: UnsafeMutablePointer<Float>? = pointwise ? nil : threadScratch
                 for tile in range {
                     var rest = tile
                     let rowIndex = rest % rowTiles; rest /= rowTiles
@@ -238,7 +279,11 @@ private struct GEMMConvolution: @unchecked Sendable {
                     let target = y + (n * outputChannels + firstChannel) * plane + columns.lowerBound
                     let residualTile = residual.map { $0 + (n * outputChannels + firstChannel) * plane + columns.lowerBound }
                     var beta: Float = 0
-                    if bias != nil || residualTile != nil {
+                    if avx512Kernels && (bias != nil || residualTile != nil) {
+                        beta = 1
+                        lance_fill_rows_avx512(target, plane, Int32(rows.count), Int32(columns.count),
+                                               bias.map { $0 + firstChannel }, residualTile, plane)
+                    } else if bias != nil || residualTile != nil {
                         beta = 1
                         for row in 0..<rows.count {
                             let shift = bias?[firstChannel + row] ?? 0
@@ -254,12 +299,16 @@ private struct GEMMConvolution: @unchecked Sendable {
                     gemm(m: rows.count, n: columns.count, k: depth,
                          a: w + (group * groupOutputs + rows.lowerBound) * depth, lda: depth,
                          b: matrix, ldb: ldb, beta: beta, c: target, ldc: plane)
-                    if let activation {
+                    if avx512Kernels, let (clamp, low, high) = clampBounds(activation), clamp {
+                        lance_shift_clamp_rows_avx512(target, plane, Int32(rows.count), Int32(columns.count), nil,
+                                                      low, high)
+                    } else if let activation {
                         for row in 0..<rows.count {
                             applyActivation(activation, to: target + row * plane, count: columns.count)
                         }
                     }
                 }
+              }
             }
         }
     }
@@ -297,6 +346,77 @@ func applyActivation(_ activation: Activation, to x: UnsafeMutablePointer<Float>
     }
 }
 
+/// 3×3 convolutions (dilation 1, equal strides 1 or 2) computed directly by the AVX-512 kernels:
+/// depthwise (each output plane from one input plane, planes split over the cores) or dense with
+/// few input channels (the stem convolution, where im2col + GEMM would mostly move the column
+/// matrix): sixteen output channels at a time, bands of output rows split over the cores.
+private func directConv3x3(_ input: Tensor, weight: Tensor, bias: Tensor?, groups: Int, geometry g: PlaneGeometry,
+                           outputShape: [Int], activation: Activation?) -> Tensor {
+    let channels = input.shape[1]
+    let outputChannels = outputShape[1]
+    let groupChannels = channels / groups
+    let groupOutputs = outputChannels / groups
+    let batch = outputShape[0]
+    let bounds = clampBounds(activation)
+    let (clamp, low, high): (Int32, Float, Float) = bounds.map { ($0.clamp ? 1 : 0, $0.low, $0.high) } ?? (0, 0, 0)
+    return makeOutput(shape: outputShape) { out in
+        input.withUnsafeBufferPointer { xBuffer in
+            weight.withUnsafeBufferPointer { wBuffer in
+                withOptionalBuffer(bias) { b in
+                    nonisolated(unsafe) let x = xBuffer.baseAddress!
+                    nonisolated(unsafe) let w = wBuffer.baseAddress!
+                    nonisolated(unsafe) let y = out.baseAddress!
+                    nonisolated(unsafe) let b = b
+                    if groupChannels == 1 {
+                        let planes = batch * outputChannels
+                        parallelFor(planes, minimumPerChunk: max(1, 4_096 / max(1, g.outputPlane))) { range in
+                            for index in range {
+                                let m = index % outputChannels
+                                let source = x + ((index / outputChannels) * channels + m / groupOutputs) * g.inputPlane
+                                let target = y + index * g.outputPlane
+                                lance_depthwise3x3_avx512(source, Int32(g.inputHeight), Int32(g.inputWidth), w + m * 9,
+                                                          b?[m] ?? 0, target, Int32(g.outputHeight), Int32(g.outputWidth),
+                                                          Int32(g.strideWidth), Int32(g.padTop), Int32(g.padLeft),
+                                                          clamp, low, high)
+                                if bounds == nil, let activation {
+                                    applyActivation(activation, to: target, count: g.outputPlane)
+                                }
+                            }
+                        }
+                        return
+                    }
+                    // Dense (groups == 1 here): items are (image, block of 16 output channels, band of rows).
+                    let blocks = (outputChannels + 15) / 16
+                    let bands = min(g.outputHeight, 8)
+                    parallelFor(batch * blocks * bands) { range in
+                        for item in range {
+                            let band = item % bands
+                            let block = (item / bands) % blocks
+                            let n = item / (bands * blocks)
+                            let first = block * 16
+                            let outputs = min(16, outputChannels - first)
+                            let rows = (g.outputHeight * band / bands)..<(g.outputHeight * (band + 1) / bands)
+                            let target = y + (n * outputChannels + first) * g.outputPlane
+                            lance_conv3x3_dense_avx512(x + n * channels * g.inputPlane, g.inputPlane, Int32(channels),
+                                                        Int32(g.inputHeight), Int32(g.inputWidth), w + first * channels * 9,
+                                                        b.map { $0 + first }, Int32(outputs), target, g.outputPlane,
+                                                        Int32(g.outputWidth), Int32(rows.lowerBound), Int32(rows.upperBound),
+                                                        Int32(g.strideWidth), Int32(g.padTop), Int32(g.padLeft),
+                                                        clamp, low, high)
+                            if bounds == nil, let activation {
+                                for q in 0..<outputs {
+                                    applyActivation(activation, to: target + q * g.outputPlane + rows.lowerBound * g.outputWidth,
+                                                    count: rows.count * g.outputWidth)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geometry g: PlaneGeometry,
                              outputShape: [Int], activation: Activation?) -> Tensor {
     let channels = input.shape[1]
@@ -305,7 +425,7 @@ private func depthwiseConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, geo
     let planes = outputShape[0] * outputChannels
     let biasValues = bias?.scalars
     let layout = PaddedPlaneLayout(g)
-    return Tensor(shape: outputShape) { out in
+    return makeOutput(shape: outputShape) { out in
         input.withUnsafeBufferPointer { xBuffer in
             weight.withUnsafeBufferPointer { wBuffer in
                 nonisolated(unsafe) let x = xBuffer.baseAddress!
@@ -524,6 +644,214 @@ struct DepthwisePlane {
                 target[oh * g.outputWidth + ow] = activation.map { $0(sum) } ?? sum
             }
         }
+    }
+}
+
+
+/// A scratch buffer of at least `count` floats owned by the calling thread and kept for its
+/// later calls (the kernels' column matrices and block intermediates), so that it is mapped and
+/// warm in the cache instead of newly allocated for every layer. Not reentrant: `body` must not
+/// ask for the thread's scratch again.
+func withThreadScratch<R>(count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+    let header: UnsafeMutablePointer<ScratchHeader>
+    if let existing = pthread_getspecific(scratchKey) {
+        header = existing.assumingMemoryBound(to: ScratchHeader.self)
+    } else {
+        header = .allocate(capacity: 1)
+        header.initialize(to: ScratchHeader(pointer: nil, capacity: 0))
+        pthread_setspecific(scratchKey, header)
+    }
+    if header.pointee.capacity < max(count, 1) {
+        header.pointee.pointer?.deallocate()
+        // Rounded up to 256 KiB steps so that slightly different sizes share one buffer.
+        let capacity = (count + 65_535) / 65_536 * 65_536
+        header.pointee.pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: capacity)
+        header.pointee.capacity = capacity
+    }
+    return body(header.pointee.pointer!)
+}
+
+struct ScratchHeader {
+    var pointer: UnsafeMutablePointer<Float>?
+    var capacity: Int
+}
+
+private let scratchKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { raw in
+        guard let raw else { return }
+        let header = raw.assumingMemoryBound(to: ScratchHeader.self)
+        header.pointee.pointer?.deallocate()
+        header.deallocate()
+    }
+    return key
+}()
+
+/// One convolution of an `InvertedResidualBlock`: its weight, bias and fused activation.
+public struct BlockConvolution: Sendable {
+    public var weight: Tensor
+    public var bias: Tensor?
+    public var convolution: Convolution
+    public var activation: Activation?
+
+    public init(weight: Tensor, bias: Tensor?, convolution: Convolution, activation: Activation?) {
+        self.weight = weight
+        self.bias = bias
+        self.convolution = convolution
+        self.activation = activation
+    }
+}
+
+/// A MobileNetV2-style block: an optional 1×1 expansion, a 3×3 depthwise convolution (stride 1
+/// or 2) and a 1×1 projection, each with its bias and activation, and an optional residual added
+/// to the projection:
+///
+/// ```
+/// Y = R + project(depthwise(expand(X)))
+/// ```
+///
+/// Computed in bands of output rows that the cores share: each band expands the input rows its
+/// depthwise rows read (one more above and below), runs the depthwise convolution and projects,
+/// all in cache-sized scratch buffers, so that the wide intermediate tensors never reach memory.
+/// Bands depend only on the shapes (bit-identical however a batch is split).
+///
+/// Returns `nil` when the block does not have that form or the AVX-512 kernels are not
+/// available; the caller then runs the three convolutions one by one.
+public func invertedResidual(_ input: Tensor, expand: BlockConvolution?, depthwise: BlockConvolution,
+                             project: BlockConvolution, residual: Tensor?) -> Tensor? {
+    guard avx512Kernels, input.rank == 4 else { return nil }
+    let (batch, channels, height, width) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    func isPointwise(_ c: BlockConvolution, inputs: Int) -> Bool {
+        let w = c.convolution.window
+        return c.convolution.groups == 1 && c.weight.rank == 4 && c.weight.shape[1] == inputs
+            && c.weight.shape[2] == 1 && c.weight.shape[3] == 1 && w.kernelSize == [1, 1] && w.strides == [1, 1]
+            && w.dilations == [1, 1] && w.resolvedPadding(height: height, width: width) == (0, 0, 0, 0)
+    }
+    if let expand { guard isPointwise(expand, inputs: channels) else { return nil } }
+    let expanded = expand?.weight.shape[0] ?? channels
+    let dw = depthwise.convolution.window
+    guard depthwise.convolution.groups == expanded, depthwise.weight.shape == [expanded, 1, 3, 3],
+          dw.kernelSize == [3, 3], dw.dilations == [1, 1], dw.strides[0] == dw.strides[1],
+          dw.strides[0] == 1 || dw.strides[0] == 2,
+          let dwBounds = clampBounds(depthwise.activation), expand.map({ clampBounds($0.activation) != nil }) ?? true
+    else { return nil }
+    let stride = dw.strides[0]
+    let pads = dw.resolvedPadding(height: height, width: width)
+    let out = dw.outputSize(height: height, width: width)
+    let (outputHeight, outputWidth) = (out.height, out.width)
+    let outputPlane = outputHeight * outputWidth
+    // Planes under 14 rows: bands would be too thin (the expansion's halo rows and the weights'
+    // packing per band cost more than the fusion saves).
+    guard outputHeight >= 14, outputWidth >= 1 else { return nil }
+    let projectWindow = project.convolution.window
+    guard project.convolution.groups == 1, project.weight.rank == 4, project.weight.shape[1] == expanded,
+          project.weight.shape[2] == 1, project.weight.shape[3] == 1, projectWindow.kernelSize == [1, 1],
+          projectWindow.strides == [1, 1], projectWindow.dilations == [1, 1],
+          projectWindow.resolvedPadding(height: outputHeight, width: outputWidth) == (0, 0, 0, 0)
+    else { return nil }
+    let outputs = project.weight.shape[0]
+    let outputShape = [batch, outputs, outputHeight, outputWidth]
+    guard residual == nil || residual!.shape == outputShape else { return nil }
+
+    // Bands of 14 output rows at stride 1 (the expansion recomputes 2 halo rows per band) and 7
+    // at stride 2 (1 halo row), at least two bands per image: about 1 MiB of scratch each
+    // for MobileNetV2 (measured: 4 bands of 14 rows beat 8 of 7 at 56×56 stride 1; 8 of 7
+    // beat 4 of 14 at 112→56 stride 2).
+    let bandRows = min(stride == 1 ? 14 : 7, (outputHeight + 1) / 2)
+    let bandCount = (outputHeight + bandRows - 1) / bandRows
+    let maxInputRows = min(height, (bandRows - 1) * stride + 3)
+    let expandBounds = expand.flatMap { clampBounds($0.activation) }
+    let projectBounds = clampBounds(project.activation)
+    let dwClamp: Int32 = dwBounds.clamp ? 1 : 0
+
+    return makeOutput(shape: outputShape) { result in
+        input.withUnsafeBufferPointer { xBuffer in
+        withOptionalBuffer(expand?.weight) { expandWeight in
+        withOptionalBuffer(expand?.bias) { expandBias in
+        depthwise.weight.withUnsafeBufferPointer { dwWeightBuffer in
+        withOptionalBuffer(depthwise.bias) { dwBias in
+        project.weight.withUnsafeBufferPointer { projectWeightBuffer in
+        withOptionalBuffer(project.bias) { projectBias in
+        withOptionalBuffer(residual) { residualBase in
+            nonisolated(unsafe) let x = xBuffer.baseAddress!, y = result.baseAddress!
+            nonisolated(unsafe) let expandWeight = expandWeight, expandBias = expandBias
+            nonisolated(unsafe) let dwWeight = dwWeightBuffer.baseAddress!, dwBias = dwBias
+            nonisolated(unsafe) let projectWeight = projectWeightBuffer.baseAddress!, projectBias = projectBias
+            nonisolated(unsafe) let residualBase = residualBase
+            BLASThreads.withSingleThread {
+                let expandCount = expandWeight == nil ? 0 : (expanded * maxInputRows * width + 15) / 16 * 16
+                parallelFor(batch * bandCount) { range in
+                  withThreadScratch(count: expandCount + expanded * bandRows * outputWidth) { scratch in
+                    let expandScratch: UnsafeMutablePointer<Float>? = expandWeight == nil ? nil : scratch
+                    let dwScratch = scratch + expandCount
+                    for item in range {
+                        let n = item / bandCount
+                        let band = item % bandCount
+                        let firstRow = band * bandRows
+                        let rows = min(outputHeight, firstRow + bandRows) - firstRow
+                        // Input rows the band's depthwise rows read (inside the image).
+                        let top = firstRow * stride - pads.top
+                        let firstInput = max(0, top)
+                        let endInput = min(height, (firstRow + rows - 1) * stride - pads.top + 3)
+                        let inputRows = endInput - firstInput
+                        let source = x + n * channels * height * width
+                        // 1. Expansion of those rows into [expanded, inputRows·W].
+                        let dwInput: UnsafePointer<Float>
+                        let dwPlane: Int
+                        if let expandWeight, let expandScratch {
+                            let columns = inputRows * width
+                            var beta: Float = 0
+                            if let expandBias {
+                                lance_fill_rows_avx512(expandScratch, columns, Int32(expanded), Int32(columns), expandBias,
+                                                       nil, 0)
+                                beta = 1
+                            }
+                            gemm(m: expanded, n: columns, k: channels, a: expandWeight, lda: channels,
+                                 b: source + firstInput * width, ldb: height * width, beta: beta,
+                                 c: expandScratch, ldc: columns)
+                            if let expandBounds, expandBounds.clamp {
+                                lance_shift_clamp_rows_avx512(expandScratch, columns, Int32(expanded), Int32(columns), nil,
+                                                              expandBounds.low, expandBounds.high)
+                            }
+                            (dwInput, dwPlane) = (UnsafePointer(expandScratch), columns)
+                        } else {
+                            (dwInput, dwPlane) = (source + firstInput * width, height * width)
+                        }
+                        // 2. Depthwise rows of the band into [expanded, rows·W'].
+                        let dwColumns = rows * outputWidth
+                        for c in 0..<expanded {
+                            lance_depthwise3x3_avx512(dwInput + c * dwPlane, Int32(inputRows), Int32(width), dwWeight + c * 9,
+                                                      dwBias?[c] ?? 0, dwScratch + c * dwColumns, Int32(rows),
+                                                      Int32(outputWidth), Int32(stride), Int32(firstInput - top),
+                                                      Int32(pads.left), dwClamp, dwBounds.low, dwBounds.high)
+                        }
+                        // 3. Projection into the output rows, from bias (+ residual).
+                        let target = y + n * outputs * outputPlane + firstRow * outputWidth
+                        var beta: Float = 0
+                        if projectBias != nil || residualBase != nil {
+                            lance_fill_rows_avx512(target, outputPlane, Int32(outputs), Int32(dwColumns), projectBias,
+                                                   residualBase.map { $0 + n * outputs * outputPlane + firstRow * outputWidth },
+                                                   outputPlane)
+                            beta = 1
+                        }
+                        gemm(m: outputs, n: dwColumns, k: expanded, a: projectWeight, lda: expanded,
+                             b: dwScratch, ldb: dwColumns, beta: beta, c: target, ldc: outputPlane)
+                        if let activation = project.activation {
+                            if let projectBounds, projectBounds.clamp {
+                                lance_shift_clamp_rows_avx512(target, outputPlane, Int32(outputs), Int32(dwColumns), nil,
+                                                              projectBounds.low, projectBounds.high)
+                            } else {
+                                for row in 0..<outputs {
+                                    applyActivation(activation, to: target + row * outputPlane, count: dwColumns)
+                                }
+                            }
+                        }
+                    }
+                  }
+                }
+            }
+        }}}}}}}}
     }
 }
 

@@ -16,16 +16,33 @@ public func gemm(_ a: Tensor, _ b: Tensor, _ c: Tensor?, parameters: Gemm, activ
     } else {
         output = Tensor(shape: [m, n])
     }
+    // Column tiles of a fixed width (from the weight's shape only, never the batch), each one
+    // single-threaded `sgemm` over all rows, shared by the cores: at batch 1 the product is a
+    // matrix-vector product bound by reading the weight, which one core alone does at half speed.
+    let columnTile = n * k >= 1 << 16 ? max(16, (n + 7) / 8) : n
+    let tiles = (n + columnTile - 1) / columnTile
     output.withUnsafeMutableBufferPointer { y in
         a.withUnsafeBufferPointer { x in
             b.withUnsafeBufferPointer { w in
-                LanceLinalg.gemm(transposeA: parameters.transposeA, transposeB: parameters.transposeB,
-                                 m: m, n: n, k: k, alpha: parameters.alpha,
-                                 a: x.baseAddress!, lda: a.shape[1], b: w.baseAddress!, ldb: b.shape[1],
-                                 beta: beta, c: y.baseAddress!, ldc: n)
+                nonisolated(unsafe) let (x, w, y) = (x.baseAddress!, w.baseAddress!, y.baseAddress!)
+                let (lda, ldb) = (a.shape[1], b.shape[1])
+                BLASThreads.withSingleThread {
+                    parallelFor(tiles) { range in
+                        for tile in range {
+                            let first = tile * columnTile
+                            let columns = min(n, first + columnTile) - first
+                            LanceLinalg.gemm(transposeA: parameters.transposeA, transposeB: parameters.transposeB,
+                                             m: m, n: columns, k: k, alpha: parameters.alpha,
+                                             a: x, lda: lda, b: w + (parameters.transposeB ? first * ldb : first), ldb: ldb,
+                                             beta: beta, c: y + first, ldc: n)
+                            if let activation {
+                                for row in 0..<m { applyActivation(activation, to: y + row * n + first, count: columns) }
+                            }
+                        }
+                    }
+                }
             }
         }
-        if let activation { applyActivation(activation, to: y.baseAddress!, count: y.count) }
     }
     return output
 }

@@ -10,6 +10,13 @@ import LanceNN
 /// value, and frees every intermediate tensor after its last use. Any batch size is accepted where
 /// the graph's first input axis is symbolic.
 ///
+/// A MobileNetV2-style inverted-residual block (1×1 expansion, 3×3 depthwise, 1×1 projection,
+/// optionally with the residual `Add`) runs as one kernel (`invertedResidual`) in bands of rows,
+/// so that its wide intermediate tensors stay in the cache; blocks the kernel does not take
+/// (shapes, activations, no AVX-512) run step by step. Freed intermediate tensors are kept in a
+/// `TensorRecycler` and reused as the outputs of later convolutions, in this and later passes,
+/// so that layers write into memory that is already mapped and cached.
+///
 /// Threads: a batch of one runs layer by layer with every kernel split over all cores. Larger
 /// batches of a graph that keeps samples apart (`microBatchSize` not `nil`) run one sample per
 /// core, each sample's kernels single-threaded, and any remainder that does not fill all cores
@@ -25,6 +32,10 @@ public struct InferenceSession: Sendable {
     /// How many samples run through the graph at once when a larger batch is given, or `nil` when
     /// the graph mixes samples (then the whole batch runs at once).
     public let microBatchSize: Int?
+    /// Inverted-residual blocks (expansion, depthwise, projection) run as one kernel, by first step.
+    private let blocks: [Int: Range<Int>]
+    /// Intermediate tensors of finished layers, reused as outputs of later layers (and passes).
+    private let recycler = TensorRecycler()
 
     /// The largest intermediate tensor a micro-batch may produce. Tensors of this size are
     /// recycled by the allocator instead of being mapped (and page-faulted) afresh for every layer,
@@ -76,6 +87,7 @@ public struct InferenceSession: Sendable {
         for output in graphOutputs { lastUse[output] = Int.max }
         self.steps = steps
         self.lastUse = lastUse
+        self.blocks = Self.findBlocks(steps, readers: readers, graphOutputs: graphOutputs)
         self.microBatchSize = Self.microBatchSize(for: graph)
     }
 
@@ -164,21 +176,88 @@ public struct InferenceSession: Sendable {
     private func runWhole(_ inputs: [String: Tensor]) -> [String: Tensor] {
         var values = parameters
         for (name, tensor) in inputs { values[name] = tensor }
-        for (index, step) in steps.enumerated() {
-            // Shapes were checked above, so every read below finds its value.
-            let operands = step.node.inputs.map { values[$0] ?? Tensor(shape: [0]) }
-            if let residual = step.residual {
-                values[step.output] = Self.evaluate(step.node.operation, operands,
-                                                    adding: values[residual] ?? Tensor(shape: [0]))
-            } else {
-                values[step.output] = Self.evaluate(step.node.operation, operands, activation: step.fusedActivation)
-            }
-            for input in step.inputs where lastUse[input] == index && parameters[input] == nil {
-                values[input] = nil
+        recycler.providing {
+            var index = 0
+            while index < steps.count {
+                var length = 1
+                if let block = blocks[index], let result = runBlock(block, values) {
+                    length = block.count
+                    values[steps[index + length - 1].output] = result
+                } else {
+                    let step = steps[index]
+                    // Shapes were checked above, so every read below finds its value.
+                    let operands = step.node.inputs.map { values[$0] ?? Tensor(shape: [0]) }
+                    if let residual = step.residual {
+                        values[step.output] = Self.evaluate(step.node.operation, operands,
+                                                            adding: values[residual] ?? Tensor(shape: [0]))
+                    } else {
+                        values[step.output] = Self.evaluate(step.node.operation, operands, activation: step.fusedActivation)
+                    }
+                }
+                for position in index..<(index + length) {
+                    for input in steps[position].inputs where lastUse[input] == position && parameters[input] == nil {
+                        if let tensor = values.removeValue(forKey: input), inputs[input] == nil {
+                            recycler.recycle(tensor)
+                        }
+                    }
+                }
+                index += length
             }
         }
         return Dictionary(graph.outputs.map { ($0.name, values[$0.name] ?? Tensor(shape: [0])) },
                           uniquingKeysWith: { a, _ in a })
+    }
+
+    /// Runs the steps of an inverted-residual block (expansion, depthwise, projection) as one
+    /// fused kernel; `nil` when the kernel does not take these shapes (then the steps run one by one).
+    private func runBlock(_ block: Range<Int>, _ values: [String: Tensor]) -> Tensor? {
+        func convolution(_ position: Int) -> BlockConvolution? {
+            let step = steps[position]
+            guard case .convolution(let convolution) = step.node.operation, step.node.inputs.count >= 2,
+                  let weight = values[step.node.inputs[1]] else { return nil }
+            let bias = step.node.inputs.count > 2 ? values[step.node.inputs[2]] : nil
+            return BlockConvolution(weight: weight, bias: bias, convolution: convolution, activation: step.fusedActivation)
+        }
+        let first = steps[block.lowerBound]
+        guard let input = values[first.node.inputs[0]] else { return nil }
+        let expand = block.count == 3 ? convolution(block.lowerBound) : nil
+        guard block.count == 2 || expand != nil, let depthwise = convolution(block.upperBound - 2),
+              let project = convolution(block.upperBound - 1) else { return nil }
+        let residual = steps[block.upperBound - 1].residual.flatMap { values[$0] }
+        return invertedResidual(input, expand: expand, depthwise: depthwise, project: project, residual: residual)
+    }
+
+    /// The inverted-residual blocks among `steps`, by first step: 1×1 convolution (optional),
+    /// 3×3 depthwise convolution, 1×1 convolution (with an optional fused residual), each
+    /// intermediate value read only by the next step. Shapes are checked when the block runs.
+    private static func findBlocks(_ steps: [Step], readers: [String: Int], graphOutputs: Set<String>) -> [Int: Range<Int>] {
+        func isPointwise(_ step: Step) -> Bool {
+            guard case .convolution(let c) = step.node.operation else { return false }
+            return c.groups == 1 && c.window.kernelSize == [1, 1] && c.window.strides == [1, 1]
+        }
+        func isDepthwise(_ step: Step) -> Bool {
+            guard case .convolution(let c) = step.node.operation else { return false }
+            return c.groups > 1 && c.window.kernelSize == [3, 3] && step.residual == nil
+        }
+        func feeds(_ step: Step, _ next: Step) -> Bool {
+            readers[step.output] == 1 && !graphOutputs.contains(step.output) && next.node.inputs.first == step.output
+        }
+        var blocks: [Int: Range<Int>] = [:]
+        var index = 0
+        while index + 1 < steps.count {
+            if index + 2 < steps.count, isPointwise(steps[index]), steps[index].residual == nil,
+               isDepthwise(steps[index + 1]), isPointwise(steps[index + 2]),
+               feeds(steps[index], steps[index + 1]), feeds(steps[index + 1], steps[index + 2]) {
+                blocks[index] = index..<(index + 3)
+                index += 3
+            } else if isDepthwise(steps[index]), isPointwise(steps[index + 1]), feeds(steps[index], steps[index + 1]) {
+                blocks[index] = index..<(index + 2)
+                index += 2
+            } else {
+                index += 1
+            }
+        }
+        return blocks
     }
 
     /// Runs a graph with exactly one input and one output.
