@@ -34,17 +34,7 @@ public enum KerasExportError: Error, Sendable, Equatable, CustomStringConvertibl
                 groups.append((node.opType, node.reason, [node.node]))
             }
         }
-        let rows = groups.map { [$0.opType, "\($0.nodes.count)", $0.nodes.prefix(3).joined(separator: ", ") + ($0.nodes.count > 3 ? ", ..." : ""), $0.reason] }
-        let header = ["op", "count", "nodes", "reason"]
-        let widths = (0..<4).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        func line(_ cells: [String]) -> String {
-            var text = cells.enumerated().map { $0.element + String(repeating: " ", count: widths[$0.offset] - $0.element.count) }
-                .joined(separator: " | ")
-            while text.last == " " { text.removeLast() }
-            return text
-        }
-        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "-|-")] + rows.map(line))
-            .joined(separator: "\n")
+        return textTable(header: ["op", "count", "nodes", "reason"], rows: groups.map { ($0.opType, $0.nodes, $0.reason) })
     }
 }
 

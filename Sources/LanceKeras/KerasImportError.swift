@@ -27,18 +27,24 @@ public enum KerasImportError: Error, Sendable, Equatable, CustomStringConvertibl
     /// The table of unsupported layer classes (class | count | layers | reason).
     public var layerTable: String? {
         guard case .unsupportedLayers(_, let layers) = self else { return nil }
-        let rows = layers.map { [$0.className, "\($0.layers.count)", $0.layers.prefix(3).joined(separator: ", ") + ($0.layers.count > 3 ? ", ..." : ""), $0.reason] }
-        let header = ["class", "count", "layers", "reason"]
-        let widths = (0..<4).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        func line(_ cells: [String]) -> String {
-            var text = cells.enumerated().map { $0.element + String(repeating: " ", count: widths[$0.offset] - $0.element.count) }
-                .joined(separator: " | ")
-            while text.last == " " { text.removeLast() }
-            return text
-        }
-        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "-|-")] + rows.map(line))
-            .joined(separator: "\n")
+        return textTable(header: ["class", "count", "layers", "reason"],
+                         rows: layers.map { ($0.className, $0.layers, $0.reason) })
     }
+}
+
+/// A table `kind | count | names | reason` (at most three names per row), columns padded to the
+/// widest cell, a dashed rule under the header.
+func textTable(header: [String], rows groups: [(kind: String, names: [String], reason: String)]) -> String {
+    let rows = groups.map { [$0.kind, "\($0.names.count)", $0.names.prefix(3).joined(separator: ", ") + ($0.names.count > 3 ? ", ..." : ""), $0.reason] }
+    let widths = (0..<4).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    func line(_ cells: [String]) -> String {
+        var text = cells.enumerated().map { $0.element + String(repeating: " ", count: widths[$0.offset] - $0.element.count) }
+            .joined(separator: " | ")
+        while text.last == " " { text.removeLast() }
+        return text
+    }
+    return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "-|-")] + rows.map(line))
+        .joined(separator: "\n")
 }
 
 /// One row of the table of layer classes the importer cannot translate.

@@ -272,7 +272,8 @@ public enum ONNXExporter {
 
     // MARK: - Messages
 
-    static func floatTensor(_ name: String, _ tensor: Tensor, _ arena: CArena) -> Onnx__TensorProto {
+    /// A float32 `TensorProto` with its name, type and dimensions, and no data yet.
+    static func floatTensorHeader(_ name: String, _ tensor: Tensor, _ arena: CArena) -> Onnx__TensorProto {
         var proto = Onnx__TensorProto()
         onnx__tensor_proto__init(&proto)
         proto.name = arena.string(name)
@@ -280,6 +281,11 @@ public enum ONNXExporter {
         proto.data_type = 1
         proto.n_dims = tensor.rank
         proto.dims = arena.array(tensor.shape.map { Int64($0) })
+        return proto
+    }
+
+    static func floatTensor(_ name: String, _ tensor: Tensor, _ arena: CArena) -> Onnx__TensorProto {
+        var proto = floatTensorHeader(name, tensor, arena)
         proto.has_raw_data = 1
         let bytes = tensor.withUnsafeBufferPointer { buffer in
             buffer.flatMap { value -> [UInt8] in
@@ -295,13 +301,7 @@ public enum ONNXExporter {
     /// `location`, `offset` and `length`. Tensors of 1 MiB and more start on a 64 KiB boundary so
     /// that runtimes can map them.
     static func externalFloatTensor(_ name: String, _ tensor: Tensor, location: String, data: inout [UInt8], _ arena: CArena) -> Onnx__TensorProto {
-        var proto = Onnx__TensorProto()
-        onnx__tensor_proto__init(&proto)
-        proto.name = arena.string(name)
-        proto.has_data_type = 1
-        proto.data_type = 1
-        proto.n_dims = tensor.rank
-        proto.dims = arena.array(tensor.shape.map { Int64($0) })
+        var proto = floatTensorHeader(name, tensor, arena)
         let length = tensor.count * 4
         if length >= 1 << 20 { data += [UInt8](repeating: 0, count: (65_536 - data.count % 65_536) % 65_536) }
         let offset = data.count

@@ -32,13 +32,18 @@ public struct CalibrationOptions: Sendable {
 /// The rank rule of LANCE fine-tuning: `r = #{k : Σ_{i≤k} λ̄_i ≤ ε} + 1`, capped at the dimension —
 /// the smallest rank whose cumulative normalised energy exceeds ε.
 public func lanceRank(normalisedSpectrum spectrum: [Float], energy: Float) -> Int {
+    min(leadingCount(spectrum, within: energy) + 1, spectrum.count)
+}
+
+/// `#{k : Σ_{i≤k} λ̄_i ≤ ε}`: how many leading values fit within the energy.
+func leadingCount(_ spectrum: [Float], within energy: Float) -> Int {
     var cumulative: Double = 0
     var count = 0
     for value in spectrum {
         cumulative += Double(value)
         if cumulative <= Double(energy) { count += 1 } else { break }
     }
-    return min(count + 1, spectrum.count)
+    return count
 }
 
 /// Accumulates the mode Gram matrices `X_(n) X_(n)ᵀ` of one layer's input as batches stream by

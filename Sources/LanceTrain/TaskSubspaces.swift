@@ -48,13 +48,7 @@ public enum FeatureView {
 /// The rank rule of the unconstrained modes of continual learning (batch, position; method
 /// section 5.2 c): `r = max(#{k : Σ_{i≤k} λ̄_i ≤ ε}, 1)` — without the `+ 1` of fine-tuning.
 public func continualRank(normalisedSpectrum spectrum: [Float], energy: Float) -> Int {
-    var cumulative: Double = 0
-    var count = 0
-    for value in spectrum {
-        cumulative += Double(value)
-        if cumulative <= Double(energy) { count += 1 } else { break }
-    }
-    return max(min(count, spectrum.count), 1)
+    max(min(leadingCount(spectrum, within: energy), spectrum.count), 1)
 }
 
 /// The directions of a feature Gram matrix that a protected basis does not explain (GPM's
