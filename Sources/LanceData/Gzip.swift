@@ -1,4 +1,5 @@
 import CSystemZlib
+import Foundation
 
 /// gzip decompression over the system zlib.
 enum Gzip {
@@ -7,12 +8,13 @@ enum Gzip {
         bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
     }
 
-    /// Decompresses a whole gzip file (all its members, as `gunzip` does).
+    /// Decompresses a whole gzip file (all its members, as `gunzip` does) into one buffer (no
+    /// second copy is made to hand it on).
     ///
     /// - Parameter path: the file's path, for errors.
     /// - Throws: `DataError.corruptCompressedData` for damaged data,
     ///   `DataError.truncatedFile` when the stream stops before its end.
-    static func decompress(_ compressed: [UInt8], path: String) throws(DataError) -> [UInt8] {
+    static func decompress(_ compressed: [UInt8], path: String) throws(DataError) -> Data {
         // The last four bytes hold the uncompressed size modulo 2^32 (of the last member): a
         // capacity hint only.
         var capacity = compressed.count * 4
@@ -24,7 +26,7 @@ enum Gzip {
         guard compressed.count < Int(UInt32.max) else {
             throw .unreadableFile(path: path, reason: "gzip files of 4 GiB or more are not supported; decompress it first")
         }
-        var output = [UInt8]()
+        var output = Data()
         output.reserveCapacity(capacity)
         var chunk = [UInt8](repeating: 0, count: 1 << 20)
         var stream = z_stream()
@@ -40,7 +42,7 @@ enum Gzip {
                     stream.next_out = buffer.baseAddress
                     stream.avail_out = uInt(buffer.count)
                     let status = inflate(&stream, Z_NO_FLUSH)
-                    output.append(contentsOf: buffer[0..<(buffer.count - Int(stream.avail_out))])
+                    output.append(buffer.baseAddress!, count: buffer.count - Int(stream.avail_out))
                     return status
                 }
                 switch status {

@@ -23,13 +23,13 @@ enum IDX {
     ///   - expectedMagic: `imagesMagic` or `labelsMagic`: the file must start with exactly it.
     ///   - role: what the file is read as, for errors.
     static func read(_ path: String, expectedMagic: UInt32, role: String) throws(DataError) -> NumericArray {
-        var bytes = try readFile(path, role: role)
-        if Gzip.isCompressed(bytes) { bytes = try Gzip.decompress(bytes, path: path) }
-        return try parse(bytes, path: path, expectedMagic: expectedMagic)
+        let bytes = try readFile(path, role: role)
+        return try parse(Gzip.isCompressed(bytes) ? try Gzip.decompress(bytes, path: path) : Data(bytes), path: path,
+                         expectedMagic: expectedMagic)
     }
 
     /// Parses decompressed IDX bytes.
-    static func parse(_ bytes: [UInt8], path: String, expectedMagic: UInt32) throws(DataError) -> NumericArray {
+    static func parse(_ bytes: Data, path: String, expectedMagic: UInt32) throws(DataError) -> NumericArray {
         let expected = String(format: "the IDX magic %08x (%@)", expectedMagic, expectedMagic == imagesMagic ? "images" : "labels")
         guard bytes.count >= 4 else {
             throw .truncatedFile(path: path, reason: "\(bytes.count) bytes is shorter than the 4-byte IDX magic")
@@ -68,7 +68,7 @@ enum IDX {
             let needed = overflow ? "more" : String(count * elementType.size)
             throw .truncatedFile(path: path, reason: "shape \(shape) needs \(needed) data bytes but only \(bytes.count - headerSize) follow the header")
         }
-        return NumericArray(storage: Data(bytes), offset: headerSize, shape: shape, elementType: elementType, bigEndian: true)
+        return NumericArray(storage: bytes, offset: headerSize, shape: shape, elementType: elementType, bigEndian: true)
     }
 
     /// The IDX images file a path names, and its labels partner.
