@@ -100,7 +100,7 @@ public struct ExportCommand: ParsableCommand {
 
     /// Writes the Keras file, printing the table of nodes without a Keras layer on failure.
     private func writeKeras(_ graph: Graph) throws -> KerasExportSummary {
-        let result = Result { () throws(KerasExportError) -> KerasExportSummary in try KerasExporter.write(graph, to: output) }
+        let result = Result { () throws(KerasError) -> KerasExportSummary in try KerasExporter.write(graph, to: output) }
         if case .failure(let failure) = result, let table = failure.nodeTable {
             printError("Error: \(failure.description)\n\(table)")
             throw ExitCode.failure

@@ -41,13 +41,13 @@ public func loadModel(_ path: String, architecture: String? = nil) throws -> Gra
 func reportingUnsupportedOperators<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
-    } catch let error as ONNXImportError {
+    } catch let error as ONNXError {
         if let table = error.operatorTable {
             FileHandle.standardError.write(Data("Error: \(error.description)\n\(table)\n".utf8))
             throw ExitCode.failure
         }
         throw error
-    } catch let error as KerasImportError {
+    } catch let error as KerasError {
         if let table = error.layerTable {
             FileHandle.standardError.write(Data("Error: \(error.description)\n\(table)\n".utf8))
             throw ExitCode.failure

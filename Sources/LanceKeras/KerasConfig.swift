@@ -21,7 +21,7 @@ final class LayerSpec {
     var isContainer: Bool { sublayers != nil }
     var isSequential: Bool { className == "Sequential" }
 
-    init(json: JSONValue, path: String) throws(KerasImportError) {
+    init(json: JSONValue, path: String) throws(KerasError) {
         guard let className = json["class_name"]?.string else {
             throw .invalidArchitecture(path: path, reason: "a layer entry has no class_name")
         }

@@ -30,9 +30,9 @@ public enum KerasExporter {
 
     /// Checks that every node of `graph` has a Keras form, without writing anything.
     ///
-    /// - Throws: `KerasExportError.unsupportedNodes` listing every node without one, or
-    ///   `.invalidGraph` when the graph has no concrete input shape.
-    public static func checkExportable(_ graph: Graph, path: String = "model.keras") throws(KerasExportError) {
+    /// - Throws: `KerasError.unexportableNodes` listing every node without one, or
+    ///   `.unexportableGraph` when the graph has no concrete input shape.
+    public static func checkExportable(_ graph: Graph, path: String = "model.keras") throws(KerasError) {
         var translator = try KerasModelTranslator(graph: graph, path: path)
         _ = try translator.translate()
     }
@@ -41,11 +41,11 @@ public enum KerasExporter {
     /// extension), atomically: a temporary file in the same folder, then a rename. An existing
     /// file is replaced.
     ///
-    /// - Throws: `KerasExportError.unknownFormat` for another extension;
-    ///   `.unsupportedNodes` / `.invalidGraph` before anything is written;
+    /// - Throws: `KerasError.unknownFormat` for another extension;
+    ///   `.unexportableNodes` / `.unexportableGraph` before anything is written;
     ///   `.unwritableOutput` when the file cannot be written.
     @discardableResult
-    public static func write(_ graph: Graph, to path: String) throws(KerasExportError) -> KerasExportSummary {
+    public static func write(_ graph: Graph, to path: String) throws(KerasError) -> KerasExportSummary {
         let lowercased = path.lowercased()
         guard lowercased.hasSuffix(".h5") || lowercased.hasSuffix(".keras") else { throw .unknownFormat(path: path) }
         var translator = try KerasModelTranslator(graph: graph, path: path)
@@ -69,7 +69,7 @@ public enum KerasExporter {
     /// `model.save("m.h5")`'s layout: root attributes `model_config`, `keras_version`, `backend`;
     /// `model_weights` with `layer_names` (in `model.layers` order, which Keras matches weights
     /// by) and per layer a group `<layer>` listing `weight_names` `<layer>/<variable>`.
-    static func writeLegacyHDF5(_ model: KerasModelDescription, to path: String, reportedAs shownPath: String) throws(KerasExportError) {
+    static func writeLegacyHDF5(_ model: KerasModelDescription, to path: String, reportedAs shownPath: String) throws(KerasError) {
         do {
             let file = try HDF5File.create(path: path)
             let root = file.root
@@ -108,7 +108,7 @@ public enum KerasExporter {
     /// Keras 3's `.keras` zip: `metadata.json`, `config.json` and `model.weights.h5`, whose
     /// `layers/<key>/vars/<i>` groups are keyed by the layer class in snake case, numbered in
     /// `model.layers` order (`conv2d`, `conv2d_1`, ...), as Keras looks them up.
-    static func writeArchive(_ model: KerasModelDescription, to url: URL, reportedAs shownPath: String) throws(KerasExportError) {
+    static func writeArchive(_ model: KerasModelDescription, to url: URL, reportedAs shownPath: String) throws(KerasError) {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lance-keras-export-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: folder) }
         let weightsURL = folder.appendingPathComponent("model.weights.h5")

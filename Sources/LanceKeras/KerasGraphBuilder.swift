@@ -39,7 +39,7 @@ struct KerasGraphBuilder {
 
     // MARK: - Model
 
-    mutating func build(model: LayerSpec) throws(KerasImportError) -> Graph {
+    mutating func build(model: LayerSpec) throws(KerasError) -> Graph {
         guard model.isContainer else {
             throw .invalidArchitecture(path: path, reason: "the top level is a \(model.className), not a Sequential or Functional model")
         }
@@ -72,7 +72,7 @@ struct KerasGraphBuilder {
     }
 
     /// The graph input an InputLayer (or a Sequential model's declared input shape) describes.
-    private mutating func graphInput(for spec: LayerSpec) throws(KerasImportError) -> Value {
+    private mutating func graphInput(for spec: LayerSpec) throws(KerasError) -> Value {
         var layer = spec
         var name = spec.name
         if spec.isSequential, let first = spec.sublayers?.first {
@@ -92,7 +92,7 @@ struct KerasGraphBuilder {
     }
 
     /// Runs a Sequential or Functional container on `inputs`, returning its outputs.
-    private mutating func run(_ container: LayerSpec, inputs: [Value], scope: [String]) throws(KerasImportError) -> [Value] {
+    private mutating func run(_ container: LayerSpec, inputs: [Value], scope: [String]) throws(KerasError) -> [Value] {
         let layers = container.sublayers ?? []
         let frozen = !container.bool("trainable", default: true)
         if container.isSequential {
@@ -129,7 +129,7 @@ struct KerasGraphBuilder {
             }
             pending = remaining
         }
-        return try container.outputs.map { (reference: TensorReference) throws(KerasImportError) -> Value in
+        return try container.outputs.map { (reference: TensorReference) throws(KerasError) -> Value in
             guard let value = values[reference] else {
                 throw .invalidLayer(path: path, layer: reference.layer, reason: "model output is never computed")
             }
@@ -138,7 +138,7 @@ struct KerasGraphBuilder {
     }
 
     /// One call of a layer (a nested model is run inline).
-    private mutating func call(_ layer: LayerSpec, inputs: [Value], scope: [String], callIndex: Int, frozen: Bool) throws(KerasImportError) -> [Value] {
+    private mutating func call(_ layer: LayerSpec, inputs: [Value], scope: [String], callIndex: Int, frozen: Bool) throws(KerasError) -> [Value] {
         if layer.isContainer {
             return try run(layer, inputs: inputs, scope: scope + [layer.name])
         }
@@ -151,7 +151,7 @@ struct KerasGraphBuilder {
     // MARK: - Weights
 
     /// The weight arrays of a layer, in Keras's variable order.
-    mutating func weights(_ layerPath: [String], expected: Int, layer: String) throws(KerasImportError) -> [WeightArray] {
+    mutating func weights(_ layerPath: [String], expected: Int, layer: String) throws(KerasError) -> [WeightArray] {
         var arrays: [WeightArray]
         switch store {
         case .legacy(let root):
@@ -178,7 +178,7 @@ struct KerasGraphBuilder {
 
     /// For legacy files: splits a nested model's weight list (all trainable arrays of its layers,
     /// then all non-trainable ones) among its layers.
-    mutating func distributeLegacyWeights(of model: LayerSpec) throws(KerasImportError) {
+    mutating func distributeLegacyWeights(of model: LayerSpec) throws(KerasError) {
         guard case .legacy(let root) = store else { return }
         for top in model.sublayers ?? [] where top.isContainer {
             let flat = try WeightStore.legacyArrays(root, layer: top.name, path: path)
@@ -249,7 +249,7 @@ struct KerasGraphBuilder {
     }
 
     /// Appends a node computing `operation` and returns its output name; shapes are checked.
-    mutating func append(_ operation: Operator, inputs: [String], name: String, layer: String) throws(KerasImportError) -> String {
+    mutating func append(_ operation: Operator, inputs: [String], name: String, layer: String) throws(KerasError) -> String {
         let output = unique(name)
         let operandShapes = inputs.map { shapes[$0] ?? [] }
         do {
@@ -263,7 +263,7 @@ struct KerasGraphBuilder {
 
     /// A flattened value in Keras's (H, W, C) element order (inserting the re-ordering nodes when
     /// the value was flattened channels-first).
-    mutating func kerasOrdered(_ value: Value) throws(KerasImportError) -> Value {
+    mutating func kerasOrdered(_ value: Value) throws(KerasError) -> Value {
         guard let hwc = value.flattenedFrom else { return value }
         let image = try append(.reshape(shape: [0, hwc[2], hwc[0], hwc[1]], allowZero: false), inputs: [value.name],
                                name: value.name + "/image", layer: value.name)

@@ -11,9 +11,9 @@ import ZIPFoundation
 public enum KerasImporter {
     /// Imports a `.h5` full model or a `.keras` archive.
     ///
-    /// - Throws: `KerasImportError` naming the file and the layer at fault; unsupported layer
+    /// - Throws: `KerasError` naming the file and the layer at fault; unsupported layer
     ///   classes are all listed at once (`.unsupportedLayers`).
-    public static func importModel(at path: String) throws(KerasImportError) -> Graph {
+    public static func importModel(at path: String) throws(KerasError) -> Graph {
         if path.lowercased().hasSuffix(".keras") { return try importArchive(at: path) }
         let file = try open(path)
         let root = file.root
@@ -32,7 +32,7 @@ public enum KerasImporter {
 
     /// Imports weights-only HDF5 (legacy `save_weights` layout or Keras 3 `.weights.h5`) together
     /// with the architecture JSON written by `model.to_json()`.
-    public static func importModel(weightsAt path: String, architectureAt architecturePath: String) throws(KerasImportError) -> Graph {
+    public static func importModel(weightsAt path: String, architectureAt architecturePath: String) throws(KerasError) -> Graph {
         let json: String
         do {
             json = try String(contentsOfFile: architecturePath, encoding: .utf8)
@@ -55,14 +55,14 @@ public enum KerasImporter {
         return try build(configJSON: json, path: path, kerasVersion: version, store: store, format: "keras-weights-h5")
     }
 
-    private static func importArchive(at path: String) throws(KerasImportError) -> Graph {
+    private static func importArchive(at path: String) throws(KerasError) -> Graph {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lance-keras-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: folder) }
         let config: String, weightsPath: String, version: String
         do {
             let archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
             guard let configEntry = archive["config.json"], let weightsEntry = archive["model.weights.h5"] else {
-                throw KerasImportError.unreadableFile(path: path, reason: "the archive lacks config.json or model.weights.h5; it is not a Keras 3 .keras file")
+                throw KerasError.unreadableFile(path: path, reason: "the archive lacks config.json or model.weights.h5; it is not a Keras 3 .keras file")
             }
             var configData = Data()
             _ = try archive.extract(configEntry) { configData.append($0) }
@@ -74,7 +74,7 @@ public enum KerasImporter {
             var metadata = Data()
             if let entry = archive["metadata.json"] { _ = try archive.extract(entry) { metadata.append($0) } }
             version = (try? JSONDecoder().decode(JSONValue.self, from: metadata))?["keras_version"]?.string ?? "3"
-        } catch let error as KerasImportError {
+        } catch let error as KerasError {
             throw error
         } catch {
             throw .unreadableFile(path: path, reason: "not a readable .keras (zip) archive: \(error)")
@@ -83,7 +83,7 @@ public enum KerasImporter {
         return try build(configJSON: config, path: path, kerasVersion: version, store: .objectTree(file.root), format: "keras")
     }
 
-    private static func open(_ path: String, reportAs shownPath: String? = nil) throws(KerasImportError) -> HDF5File {
+    private static func open(_ path: String, reportAs shownPath: String? = nil) throws(KerasError) -> HDF5File {
         do {
             return try HDF5File(path: path)
         } catch {
@@ -93,12 +93,12 @@ public enum KerasImporter {
         }
     }
 
-    private static func stringAttribute(_ group: HDF5Group, _ name: String, path: String) throws(KerasImportError) -> String {
+    private static func stringAttribute(_ group: HDF5Group, _ name: String, path: String) throws(KerasError) -> String {
         do { return try group.stringAttribute(name) } catch { throw .unreadableFile(path: path, reason: error.description) }
     }
 
     private static func build(configJSON: String, path: String, kerasVersion: String, store: WeightStore,
-                              format: String) throws(KerasImportError) -> Graph {
+                              format: String) throws(KerasError) -> Graph {
         guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(configJSON.utf8)), json.object != nil else {
             throw .invalidArchitecture(path: path, reason: "the model config is not valid JSON")
         }
@@ -118,7 +118,7 @@ public enum KerasImporter {
         return graph
     }
 
-    private static func checkSupported(_ model: LayerSpec, path: String) throws(KerasImportError) {
+    private static func checkSupported(_ model: LayerSpec, path: String) throws(KerasError) {
         var table: [String: UnsupportedLayer] = [:]
         var order: [String] = []
         func visit(_ layer: LayerSpec) {

@@ -12,9 +12,9 @@ extension KerasGraphBuilder {
 
     /// Translates one call of a leaf layer.
     mutating func convert(_ layer: LayerSpec, inputs: [Value], nodeName: String, layerPath: [String],
-                          trainable: Bool) throws(KerasImportError) -> Value {
+                          trainable: Bool) throws(KerasError) -> Value {
         let name = layer.name
-        func fail(_ reason: String) -> KerasImportError { .invalidLayer(path: path, layer: name, reason: reason) }
+        func fail(_ reason: String) -> KerasError { .invalidLayer(path: path, layer: name, reason: reason) }
         if let format = layer.string("data_format"), format != "channels_last" {
             throw fail("data_format '\(format)' is not supported; LANCE imports channels_last models")
         }
@@ -144,7 +144,7 @@ extension KerasGraphBuilder {
         }
     }
 
-    private func padding(_ layer: LayerSpec) throws(KerasImportError) -> AutoPad {
+    private func padding(_ layer: LayerSpec) throws(KerasError) -> AutoPad {
         switch layer.string("padding") ?? "valid" {
         case "valid": return .valid
         case "same": return .sameUpper  // Keras puts the odd extra pixel at the end
@@ -153,7 +153,7 @@ extension KerasGraphBuilder {
     }
 
     /// `[top, bottom, left, right]` of a ZeroPadding2D (given as n, (h, w) or ((t, b), (l, r))).
-    private func zeroPadding(_ layer: LayerSpec) throws(KerasImportError) -> [Int] {
+    private func zeroPadding(_ layer: LayerSpec) throws(KerasError) -> [Int] {
         if let single = layer.int("padding") { return [single, single, single, single] }
         if let list = layer.config["padding"]?.array {
             let flat = list.compactMap(\.integer)
@@ -165,7 +165,7 @@ extension KerasGraphBuilder {
     }
 
     private mutating func convolution(_ layer: LayerSpec, input: Value, nodeName: String, layerPath: [String],
-                                      trainable: Bool) throws(KerasImportError) -> Value {
+                                      trainable: Bool) throws(KerasError) -> Value {
         let name = layer.name
         let prefix = layerPath.joined(separator: "/")
         guard let kernelSize = layer.pair("kernel_size"), let channels = shapes[input.name].flatMap({ $0.count == 4 ? $0[1] : nil }) else {
@@ -175,26 +175,26 @@ extension KerasGraphBuilder {
                                     dilations: layer.pair("dilation_rate") ?? [1, 1], padding: try padding(layer))
         let useBias = layer.bool("use_bias", default: true)
         let (kh, kw) = (kernelSize[0], kernelSize[1])
-        func expect(_ array: WeightArray, _ shape: [Int], _ role: String) throws(KerasImportError) {
+        func expect(_ array: WeightArray, _ shape: [Int], _ role: String) throws(KerasError) {
             guard array.shape == shape else {
                 throw .invalidWeights(path: path, layer: name, reason: "\(role) has shape \(array.shape), expected \(shape)")
             }
         }
         /// Depthwise kernel (kH, kW, C, multiplier) → OIHW (C·multiplier, 1, kH, kW).
-        func depthwiseKernel(_ array: WeightArray, multiplier: Int, role: String) throws(KerasImportError) -> String {
+        func depthwiseKernel(_ array: WeightArray, multiplier: Int, role: String) throws(KerasError) -> String {
             try expect(array, [kh, kw, channels, multiplier], role)
             let layout = LayoutChange(sourceShape: [kh, kw, channels * multiplier], permutation: [2, 0, 1])
             return addParameter("\(prefix)/\(role)", Tensor(shape: [channels * multiplier, 1, kh, kw], scalars: layout.apply(to: array.values)),
                                 trainable: trainable, layoutChange: layout)
         }
         /// Ordinary kernel HWIO → OIHW.
-        func kernel(_ array: WeightArray, shape: [Int], role: String) throws(KerasImportError) -> String {
+        func kernel(_ array: WeightArray, shape: [Int], role: String) throws(KerasError) -> String {
             try expect(array, shape, role)
             let layout = LayoutChange(sourceShape: shape, permutation: [3, 2, 0, 1])
             return addParameter("\(prefix)/\(role)", Tensor(shape: layout.permutedShape, scalars: layout.apply(to: array.values)),
                                 trainable: trainable, layoutChange: layout)
         }
-        func bias(_ array: WeightArray, count: Int) throws(KerasImportError) -> String {
+        func bias(_ array: WeightArray, count: Int) throws(KerasError) -> String {
             try expect(array, [count], "bias")
             return addParameter("\(prefix)/bias", Tensor(shape: [count], scalars: array.values), trainable: trainable)
         }
@@ -231,7 +231,7 @@ extension KerasGraphBuilder {
     }
 
     private mutating func batchNormalization(_ layer: LayerSpec, input: Value, nodeName: String, layerPath: [String],
-                                             trainable: Bool) throws(KerasImportError) -> Value {
+                                             trainable: Bool) throws(KerasError) -> Value {
         let name = layer.name
         let prefix = layerPath.joined(separator: "/")
         guard let shape = shapes[input.name], shape.count >= 2 else {
@@ -266,7 +266,7 @@ extension KerasGraphBuilder {
 
     /// A Keras activation by name, as nodes after `input` (none for `linear`).
     mutating func activation(_ function: String, _ input: Value, nodeName: String, layer: String,
-                             standalone: Bool = false) throws(KerasImportError) -> Value {
+                             standalone: Bool = false) throws(KerasError) -> Value {
         let name = standalone ? nodeName : nodeName + "/activation"
         let simple: Activation?
         switch function {

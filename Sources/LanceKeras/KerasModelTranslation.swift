@@ -89,7 +89,7 @@ struct KerasModelTranslator {
     var layerSharingWeight: [String: Int] = [:]
     var failures: [UnexportableNode] = []
 
-    init(graph: Graph, path: String) throws(KerasExportError) {
+    init(graph: Graph, path: String) throws(KerasError) {
         self.graph = graph
         self.path = path
         parameters = graph.parametersByName
@@ -97,7 +97,7 @@ struct KerasModelTranslator {
             shapes = try graph.inferShapes(inputShapes: graph.inputShapes(batchSize: 1))
             shapesAtBatchTwo = try graph.inferShapes(inputShapes: graph.inputShapes(batchSize: 2))
         } catch {
-            throw .invalidGraph(path: path, reason: error.description)
+            throw .unexportableGraph(path: path, reason: error.description)
         }
         var consumers: [String: [Int]] = [:]
         for (index, node) in graph.nodes.enumerated() {
@@ -111,7 +111,7 @@ struct KerasModelTranslator {
 
     // MARK: - Whole graph
 
-    mutating func translate() throws(KerasExportError) -> KerasModelDescription {
+    mutating func translate() throws(KerasError) -> KerasModelDescription {
         var inputs: [KerasTensorReference] = []
         for input in graph.inputs {
             let shape = shapes[input.name] ?? []
@@ -162,7 +162,7 @@ struct KerasModelTranslator {
             }
             outputs.append(value.tensor)
         }
-        if !failures.isEmpty { throw .unsupportedNodes(path: path, nodes: failures) }
+        if !failures.isEmpty { throw .unexportableNodes(path: path, nodes: failures) }
         return KerasModelDescription(name: Self.sanitized(graph.name.isEmpty ? "model" : graph.name),
                                      layers: Self.kerasOrder(layers, inputs: inputs, outputs: outputs),
                                      inputs: inputs, outputs: outputs)

@@ -15,7 +15,7 @@ enum WeightStore {
 
     /// The arrays a legacy layer group lists in `weight_names`, in that order (trainable then
     /// non-trainable, across all layers of a nested model).
-    static func legacyArrays(_ root: HDF5Group, layer: String, path: String) throws(KerasImportError) -> [WeightArray] {
+    static func legacyArrays(_ root: HDF5Group, layer: String, path: String) throws(KerasError) -> [WeightArray] {
         guard root.contains(layer) else { return [] }
         do {
             let group = try root.group(layer)
@@ -35,7 +35,7 @@ enum WeightStore {
 
     /// The arrays of one layer of a Keras 3 object tree, found under `container` by the `name`
     /// attribute of its `vars` group; `container` is `root` or a nested model's group.
-    static func objectTreeArrays(_ container: HDF5Group, layer: String, path: String) throws(KerasImportError) -> (arrays: [WeightArray], group: HDF5Group?) {
+    static func objectTreeArrays(_ container: HDF5Group, layer: String, path: String) throws(KerasError) -> (arrays: [WeightArray], group: HDF5Group?) {
         do {
             guard container.contains("layers") else { return ([], nil) }
             let layers = try container.group("layers")

@@ -15,9 +15,9 @@ enum AttributeValue {
 /// The attributes of one node, with typed accessors that fail naming the node.
 struct Attributes {
     let values: [String: AttributeValue]
-    let fail: (String) -> ONNXImportError
+    let fail: (String) -> ONNXError
 
-    init(_ node: Onnx__NodeProto, decoder: TensorDecoder, fail: @escaping (String) -> ONNXImportError) throws(ONNXImportError) {
+    init(_ node: Onnx__NodeProto, decoder: TensorDecoder, fail: @escaping (String) -> ONNXError) throws(ONNXError) {
         self.fail = fail
         var values: [String: AttributeValue] = [:]
         for index in 0..<node.n_attribute {
@@ -52,13 +52,13 @@ struct Attributes {
 
     func has(_ name: String) -> Bool { values[name] != nil }
 
-    func int(_ name: String, default fallback: Int) throws(ONNXImportError) -> Int {
+    func int(_ name: String, default fallback: Int) throws(ONNXError) -> Int {
         guard let value = values[name] else { return fallback }
         guard case .int(let result) = value else { throw fail("attribute '\(name)' must be an integer") }
         return result
     }
 
-    func float(_ name: String, default fallback: Float) throws(ONNXImportError) -> Float {
+    func float(_ name: String, default fallback: Float) throws(ONNXError) -> Float {
         guard let value = values[name] else { return fallback }
         switch value {
         case .float(let result): return result
@@ -67,13 +67,13 @@ struct Attributes {
         }
     }
 
-    func string(_ name: String, default fallback: String) throws(ONNXImportError) -> String {
+    func string(_ name: String, default fallback: String) throws(ONNXError) -> String {
         guard let value = values[name] else { return fallback }
         guard case .string(let result) = value else { throw fail("attribute '\(name)' must be a string") }
         return result
     }
 
-    func ints(_ name: String) throws(ONNXImportError) -> [Int]? {
+    func ints(_ name: String) throws(ONNXError) -> [Int]? {
         guard let value = values[name] else { return nil }
         switch value {
         case .ints(let result): return result
@@ -82,7 +82,7 @@ struct Attributes {
         }
     }
 
-    func floats(_ name: String) throws(ONNXImportError) -> [Float]? {
+    func floats(_ name: String) throws(ONNXError) -> [Float]? {
         guard let value = values[name] else { return nil }
         switch value {
         case .floats(let result): return result

@@ -3,9 +3,9 @@ import LanceModel
 extension GraphBuilder {
     /// Evaluates a node whose inputs are all constants, for the operators that shape sub-graphs
     /// use; `nil` for other operators (they then run as ordinary nodes on parameters).
-    func fold(_ c: NodeContext) throws(ONNXImportError) -> Folded? {
+    func fold(_ c: NodeContext) throws(ONNXError) -> Folded? {
         let a = c.attributes
-        func input(_ index: Int) throws(ONNXImportError) -> Folded {
+        func input(_ index: Int) throws(ONNXError) -> Folded {
             guard let value = try constant(index, c) else { throw c.fail("a required input is missing") }
             guard value.floats != nil || value.integers != nil else {
                 throw c.fail("input '\(c.inputs[index])' has unusable type \(value.elementType)")
@@ -80,7 +80,7 @@ extension GraphBuilder {
             }
             return data.remapped(shape: Array(data.shape[..<axis]) + indexShape + Array(data.shape[(axis + 1)...]), from: sources)
         case "Concat":
-            let parts = try (0..<c.inputs.count).filter { c.input($0) != nil }.map { (index: Int) throws(ONNXImportError) -> Folded in try input(index) }
+            let parts = try (0..<c.inputs.count).filter { c.input($0) != nil }.map { (index: Int) throws(ONNXError) -> Folded in try input(index) }
             guard let first = parts.first else { throw c.fail("needs at least one input") }
             let axis: Int
             let requested = try a.int("axis", default: 0)
@@ -170,7 +170,7 @@ extension GraphBuilder {
                 return Folded(shape: shape, floats: zip(sx, sy).map { op(xf[$0], yf[$1]) })
             }
             guard let xi = x.integers, let yi = y.integers else { throw c.fail("cannot mix float and integer constants") }
-            func apply(_ p: Int, _ q: Int) throws(ONNXImportError) -> Int {
+            func apply(_ p: Int, _ q: Int) throws(ONNXError) -> Int {
                 switch c.opType {
                 case "Add": return p &+ q
                 case "Sub": return p &- q
@@ -180,7 +180,7 @@ extension GraphBuilder {
                     return p / q
                 }
             }
-            func compute(_ xs: [Int], _ ys: [Int]) throws(ONNXImportError) -> [Int] {
+            func compute(_ xs: [Int], _ ys: [Int]) throws(ONNXError) -> [Int] {
                 var result: [Int] = []
                 for (i, j) in zip(sx, sy) { result.append(try apply(xs[i], ys[j])) }
                 return result

@@ -28,7 +28,7 @@ struct GraphBuilder {
 
     // MARK: - Graph inputs and initializers
 
-    mutating func addInitializers(_ graph: Onnx__GraphProto) throws(ONNXImportError) {
+    mutating func addInitializers(_ graph: Onnx__GraphProto) throws(ONNXError) {
         for index in 0..<graph.n_initializer {
             guard let proto = graph.initializer[index] else { continue }
             let tensor = try decoder.decode(proto, fallbackName: "initializer_\(index)")
@@ -36,7 +36,7 @@ struct GraphBuilder {
         }
     }
 
-    mutating func addInputs(_ graph: Onnx__GraphProto) throws(ONNXImportError) {
+    mutating func addInputs(_ graph: Onnx__GraphProto) throws(ONNXError) {
         for index in 0..<graph.n_input {
             guard let info = graph.input[index]?.pointee else { continue }
             let name = info.name.map { String(cString: $0) } ?? ""
@@ -86,7 +86,7 @@ struct GraphBuilder {
 
     // MARK: - Nodes
 
-    mutating func convert(_ proto: Onnx__NodeProto, index: Int) throws(ONNXImportError) {
+    mutating func convert(_ proto: Onnx__NodeProto, index: Int) throws(ONNXError) {
         let opType = proto.op_type.map { String(cString: $0) } ?? ""
         var name = proto.name.map { String(cString: $0) } ?? ""
         if name.isEmpty { name = "\(opType)_\(index)" }
@@ -96,7 +96,7 @@ struct GraphBuilder {
         let outputs = (0..<proto.n_output).map { proto.output[$0].map { String(cString: $0) } ?? "" }
         let nodeName = name
         let path = self.path
-        let fail: (String) -> ONNXImportError = { .invalidNode(path: path, node: nodeName, opType: opType, reason: $0) }
+        let fail: (String) -> ONNXError = { .invalidNode(path: path, node: nodeName, opType: opType, reason: $0) }
         let attributes = try Attributes(proto, decoder: decoder, fail: fail)
         var context = NodeContext(name: name, opType: opType, inputs: inputs, outputs: outputs, attributes: attributes, fail: fail)
         guard let output = outputs.first, !output.isEmpty else { throw fail("the node has no output") }
@@ -113,7 +113,7 @@ struct GraphBuilder {
         let inputs: [String]
         let outputs: [String]
         let attributes: Attributes
-        let fail: (String) -> ONNXImportError
+        let fail: (String) -> ONNXError
 
         var output: String { outputs[0] }
 
@@ -123,7 +123,7 @@ struct GraphBuilder {
     }
 
     /// The name of a float value to read at run time; constants become parameters.
-    mutating func data(_ name: String?, _ context: NodeContext, trainable: Bool = false) throws(ONNXImportError) -> String {
+    mutating func data(_ name: String?, _ context: NodeContext, trainable: Bool = false) throws(ONNXError) -> String {
         guard let name else { throw context.fail("a required input is missing") }
         if runtime[name] != nil { return name }
         guard let constant = constants[name] else {
@@ -143,7 +143,7 @@ struct GraphBuilder {
     }
 
     /// A constant input (folded into the operation); `nil` when the optional input is absent.
-    func constant(_ index: Int, _ context: NodeContext) throws(ONNXImportError) -> Folded? {
+    func constant(_ index: Int, _ context: NodeContext) throws(ONNXError) -> Folded? {
         guard let name = context.input(index) else { return nil }
         if let constant = constants[name] { return constant }
         if runtime[name] != nil {
@@ -152,7 +152,7 @@ struct GraphBuilder {
         throw context.fail("input '\(name)' is not defined by any graph input, initializer or earlier node")
     }
 
-    func integers(_ index: Int, _ context: NodeContext) throws(ONNXImportError) -> [Int]? {
+    func integers(_ index: Int, _ context: NodeContext) throws(ONNXError) -> [Int]? {
         guard let constant = try constant(index, context) else { return nil }
         guard let values = constant.integers else { throw context.fail("input '\(context.inputs[index])' must be an integer tensor") }
         guard constant.integersAtBatch2 == nil else {
@@ -161,7 +161,7 @@ struct GraphBuilder {
         return values
     }
 
-    func scalar(_ index: Int, _ context: NodeContext) throws(ONNXImportError) -> Float? {
+    func scalar(_ index: Int, _ context: NodeContext) throws(ONNXError) -> Float? {
         guard let constant = try constant(index, context) else { return nil }
         guard constant.count == 1 else { throw context.fail("input '\(context.inputs[index])' must be a scalar") }
         if let floats = constant.floats { return floats[0] }
@@ -170,7 +170,7 @@ struct GraphBuilder {
     }
 
     /// Appends a node, inferring its output shapes at batch 1 and 2 when the inputs' are known.
-    mutating func append(_ operation: Operator, inputs: [String], _ context: NodeContext) throws(ONNXImportError) {
+    mutating func append(_ operation: Operator, inputs: [String], _ context: NodeContext) throws(ONNXError) {
         nodes.append(Node(name: context.name, operation: operation, inputs: inputs, output: context.output))
         var shapes1: [[Int]] = [], shapes2: [[Int]] = []
         var known = true
@@ -203,7 +203,7 @@ struct GraphBuilder {
 
     // MARK: - Finish
 
-    mutating func finish(_ graph: Onnx__GraphProto, model: Onnx__ModelProto) throws(ONNXImportError) -> Graph {
+    mutating func finish(_ graph: Onnx__GraphProto, model: Onnx__ModelProto) throws(ONNXError) -> Graph {
         var outputs: [ValueInfo] = []
         for index in 0..<graph.n_output {
             guard let info = graph.output[index]?.pointee else { continue }

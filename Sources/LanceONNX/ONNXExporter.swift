@@ -3,37 +3,6 @@ import Foundation
 import LanceCore
 import LanceModel
 
-/// Why a graph could not be exported to ONNX.
-public enum ONNXExportError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// Nodes whose operator has no ONNX form (listed all at once).
-    case unsupportedNodes(path: String, nodes: [(node: String, reason: String)])
-    /// The requested opset is outside what LANCE writes, or some nodes cannot be expressed in it
-    /// (every node's requirement is listed).
-    case unsupportedOpset(path: String, opset: Int?, nodes: [(node: String, reason: String)])
-    /// The output file cannot be written.
-    case unwritableOutput(path: String, reason: String)
-
-    public static func == (lhs: ONNXExportError, rhs: ONNXExportError) -> Bool { lhs.description == rhs.description }
-
-    /// One sentence a user can act on.
-    public var description: String {
-        switch self {
-        case .unsupportedNodes(let path, let nodes):
-            "\(path): \(nodes.count) node\(nodes.count == 1 ? "" : "s") cannot be expressed in ONNX: "
-                + nodes.prefix(5).map { "'\($0.node)' (\($0.reason))" }.joined(separator: ", ") + (nodes.count > 5 ? ", ..." : "")
-        case .unsupportedOpset(let path, let opset, let nodes):
-            if let opset, !ONNXExportOptions.supportedOpsets.contains(opset) {
-                "\(path): opset \(opset) is not supported; LANCE writes opsets \(ONNXExportOptions.supportedOpsets.lowerBound) to \(ONNXExportOptions.supportedOpsets.upperBound)"
-            } else {
-                "\(path): " + (opset.map { "opset \($0) cannot express \(nodes.count) node\(nodes.count == 1 ? "" : "s"): " }
-                                ?? "no single opset expresses these \(nodes.count) nodes together: ")
-                    + nodes.prefix(5).map { "'\($0.node)' (\($0.reason))" }.joined(separator: ", ") + (nodes.count > 5 ? ", ..." : "")
-            }
-        case .unwritableOutput(let path, let reason): "\(path): cannot write the file: \(reason)"
-        }
-    }
-}
-
 /// How `ONNXExporter` writes a model.
 public struct ONNXExportOptions: Sendable, Equatable {
     /// The opsets LANCE writes (the importer reads 7 to 21).
@@ -90,22 +59,22 @@ public struct ONNXExport: Sendable {
 public enum ONNXExporter {
     /// The serialized model with every weight inside it.
     ///
-    /// - Throws: `ONNXExportError.unsupportedNodes` listing every node without an ONNX form,
+    /// - Throws: `ONNXError.unexportableNodes` listing every node without an ONNX form,
     ///   before anything is produced.
-    public static func serialize(_ graph: Graph, path: String = "model.onnx") throws(ONNXExportError) -> [UInt8] {
+    public static func serialize(_ graph: Graph, path: String = "model.onnx") throws(ONNXError) -> [UInt8] {
         try export(graph, options: ONNXExportOptions(externalDataThreshold: .max), path: path).model
     }
 
     /// The serialized model (and external data) for `options`, without writing anything.
     ///
-    /// - Throws: `ONNXExportError.unsupportedNodes` for nodes without an ONNX form;
-    ///   `.unsupportedOpset` when the requested opset (or any single opset) cannot express every
+    /// - Throws: `ONNXError.unexportableNodes` for nodes without an ONNX form;
+    ///   `.unexportableOpset` when the requested opset (or any single opset) cannot express every
     ///   node, naming them.
-    public static func export(_ graph: Graph, options: ONNXExportOptions, path: String = "model.onnx") throws(ONNXExportError) -> ONNXExport {
+    public static func export(_ graph: Graph, options: ONNXExportOptions, path: String = "model.onnx") throws(ONNXError) -> ONNXExport {
         let unsupported = graph.nodes.compactMap { node -> (node: String, reason: String)? in
             reasonUnsupported(node.operation).map { (node.name, $0) }
         }
-        if !unsupported.isEmpty { throw .unsupportedNodes(path: path, nodes: unsupported) }
+        if !unsupported.isEmpty { throw .unexportableNodes(path: path, nodes: unsupported.map { NodeIssue(node: $0.node, reason: $0.reason) }) }
         var graph = graph
         var folded: [String] = []
         if options.foldBatchNormalization {
@@ -170,14 +139,14 @@ public enum ONNXExporter {
     /// Writes the model to `path` (and its external data to `<path>.data`) atomically: each file
     /// is written to a temporary file in the same folder, then renamed.
     @discardableResult
-    public static func write(_ graph: Graph, to path: String, options: ONNXExportOptions = ONNXExportOptions()) throws(ONNXExportError) -> ONNXExport {
+    public static func write(_ graph: Graph, to path: String, options: ONNXExportOptions = ONNXExportOptions()) throws(ONNXError) -> ONNXExport {
         let exported = try export(graph, options: options, path: path)
         try write(exported, to: path)
         return exported
     }
 
     /// Writes an exported model to `path` (and its external data next to it) atomically.
-    public static func write(_ exported: ONNXExport, to path: String) throws(ONNXExportError) {
+    public static func write(_ exported: ONNXExport, to path: String) throws(ONNXError) {
         if let data = exported.externalData, let location = exported.externalDataLocation {
             let dataPath = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(location).path
             try writeAtomically(data, to: dataPath)
@@ -185,7 +154,7 @@ public enum ONNXExporter {
         try writeAtomically(exported.model, to: path)
     }
 
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws(ONNXExportError) {
+    static func writeAtomically(_ bytes: [UInt8], to path: String) throws(ONNXError) {
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         do {
@@ -229,23 +198,23 @@ public enum ONNXExporter {
 
     /// The requested opset after checking that it expresses every node, or the lowest from 13 on
     /// that does.
-    static func chooseOpset(_ graph: Graph, requested: Int?, path: String) throws(ONNXExportError) -> Int {
+    static func chooseOpset(_ graph: Graph, requested: Int?, path: String) throws(ONNXError) -> Int {
         let supported = ONNXExportOptions.supportedOpsets
-        if let requested, !supported.contains(requested) { throw .unsupportedOpset(path: path, opset: requested, nodes: []) }
+        if let requested, !supported.contains(requested) { throw .unexportableOpset(path: path, opset: requested, nodes: []) }
         let shapes = (try? graph.inputShapes(batchSize: 1)).flatMap { try? graph.inferShapes(inputShapes: $0) }
         let requirements = graph.nodes.compactMap { node in
             opsetRange(node, rank: node.inputs.first.flatMap { shapes?[$0]?.count }).map { (node: node.name, range: $0.range, reason: $0.reason) }
         }
         if let requested {
             let failing = requirements.filter { !$0.range.contains(requested) }
-            if !failing.isEmpty { throw .unsupportedOpset(path: path, opset: requested, nodes: failing.map { ($0.node, $0.reason) }) }
+            if !failing.isEmpty { throw .unexportableOpset(path: path, opset: requested, nodes: failing.map { NodeIssue(node: $0.node, reason: $0.reason) }) }
             return requested
         }
         let lowest = requirements.map(\.range.lowerBound).max() ?? supported.lowerBound
         let highest = requirements.map(\.range.upperBound).min() ?? supported.upperBound
         let choice = max(lowest, min(13, highest), supported.lowerBound)
         guard choice <= highest, choice <= supported.upperBound else {
-            throw .unsupportedOpset(path: path, opset: nil, nodes: requirements.map { ($0.node, $0.reason) })
+            throw .unexportableOpset(path: path, opset: nil, nodes: requirements.map { NodeIssue(node: $0.node, reason: $0.reason) })
         }
         return choice
     }

@@ -33,15 +33,15 @@ public enum ONNXImporter {
     ///   - path: the `.onnx` file; external data is looked up relative to its folder.
     ///   - constantInputs: values for graph inputs that should be treated as constants (for
     ///     example a Reshape shape that a test passes as an input); they stop being graph inputs.
-    /// - Throws: `ONNXImportError` naming the file and the node or tensor at fault; when
+    /// - Throws: `ONNXError` naming the file and the node or tensor at fault; when
     ///   operators are unsupported, `.unsupportedOperators` lists all of them.
-    public static func importModel(at path: String, constantInputs: [String: ONNXTensor] = [:]) throws(ONNXImportError) -> Graph {
+    public static func importModel(at path: String, constantInputs: [String: ONNXTensor] = [:]) throws(ONNXError) -> Graph {
         let bytes = try readFileBytes(path)
         return try importModel(bytes: bytes, path: path, constantInputs: constantInputs)
     }
 
     /// Imports a model from its serialized bytes; `path` names it in errors and locates external data.
-    public static func importModel(bytes: [UInt8], path: String, constantInputs: [String: ONNXTensor] = [:]) throws(ONNXImportError) -> Graph {
+    public static func importModel(bytes: [UInt8], path: String, constantInputs: [String: ONNXTensor] = [:]) throws(ONNXError) -> Graph {
         let proto: UnsafeMutablePointer<Onnx__ModelProto>? = bytes.withUnsafeBufferPointer {
             onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)
         }
@@ -99,7 +99,7 @@ public enum ONNXImporter {
         "If": "control flow is not supported", "Loop": "control flow is not supported", "Scan": "control flow is not supported",
     ]
 
-    private static func checkOperatorsSupported(_ nodes: [Onnx__NodeProto], path: String) throws(ONNXImportError) {
+    private static func checkOperatorsSupported(_ nodes: [Onnx__NodeProto], path: String) throws(ONNXError) {
         var unsupported: [String: UnsupportedOperator] = [:]
         var order: [String] = []
         for (index, node) in nodes.enumerated() {

@@ -66,11 +66,11 @@ struct TensorDecoder {
     /// The folder external-data locations are relative to.
     let directory: URL
 
-    func error(_ tensor: String, _ reason: String) -> ONNXImportError {
+    func error(_ tensor: String, _ reason: String) -> ONNXError {
         .invalidTensor(path: path, tensor: tensor, reason: reason)
     }
 
-    func decode(_ proto: UnsafePointer<Onnx__TensorProto>, fallbackName: String = "") throws(ONNXImportError) -> ONNXTensor {
+    func decode(_ proto: UnsafePointer<Onnx__TensorProto>, fallbackName: String = "") throws(ONNXError) -> ONNXTensor {
         let message = proto.pointee
         let name = message.name.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? fallbackName
         var shape: [Int] = []
@@ -112,7 +112,7 @@ struct TensorDecoder {
         return tensor
     }
 
-    private func decodeRaw(_ raw: [UInt8], type: ElementType, into tensor: inout ONNXTensor) throws(ONNXImportError) {
+    private func decodeRaw(_ raw: [UInt8], type: ElementType, into tensor: inout ONNXTensor) throws(ONNXError) {
         func load<T: FixedWidthInteger>(_: T.Type) -> [T] {
             raw.withUnsafeBytes { bytes in
                 (0..<(raw.count / MemoryLayout<T>.size)).map {
@@ -146,8 +146,8 @@ struct TensorDecoder {
         }
     }
 
-    private func decodeTyped(_ message: Onnx__TensorProto, type: ElementType, count: Int, into tensor: inout ONNXTensor) throws(ONNXImportError) {
-        func check(_ available: Int, _ field: String) throws(ONNXImportError) {
+    private func decodeTyped(_ message: Onnx__TensorProto, type: ElementType, count: Int, into tensor: inout ONNXTensor) throws(ONNXError) {
+        func check(_ available: Int, _ field: String) throws(ONNXError) {
             guard available == count else {
                 throw error(tensor.name, "\(field) holds \(available) values but \(tensor.shape) needs \(count)")
             }
@@ -177,7 +177,7 @@ struct TensorDecoder {
         }
     }
 
-    private func readExternal(_ message: Onnx__TensorProto, name: String, type: ElementType, count: Int) throws(ONNXImportError) -> [UInt8] {
+    private func readExternal(_ message: Onnx__TensorProto, name: String, type: ElementType, count: Int) throws(ONNXError) -> [UInt8] {
         var entries: [String: String] = [:]
         for index in 0..<message.n_external_data {
             guard let entry = message.external_data[index]?.pointee, let key = entry.key else { continue }
@@ -205,7 +205,7 @@ struct TensorDecoder {
                 throw error(name, "external data file '\(location)' ends before offset \(offset) + length \(length)")
             }
             return [UInt8](data)
-        } catch let failure as ONNXImportError {
+        } catch let failure as ONNXError {
             throw failure
         } catch {
             throw self.error(name, "reading external data file '\(location)' failed: \(error.localizedDescription)")
@@ -216,8 +216,8 @@ struct TensorDecoder {
 /// Reads one serialized `TensorProto` file (as the ONNX conformance suite stores test inputs and
 /// outputs in `input_0.pb`, `output_0.pb`).
 ///
-/// - Throws: `ONNXImportError` naming the file when it cannot be read or decoded.
-public func readONNXTensorFile(at path: String) throws(ONNXImportError) -> ONNXTensor {
+/// - Throws: `ONNXError` naming the file when it cannot be read or decoded.
+public func readONNXTensorFile(at path: String) throws(ONNXError) -> ONNXTensor {
     let bytes = try readFileBytes(path)
     let decoder = TensorDecoder(path: path, directory: URL(fileURLWithPath: path).deletingLastPathComponent())
     let proto: UnsafeMutablePointer<Onnx__TensorProto>? = bytes.withUnsafeBufferPointer {
@@ -228,7 +228,7 @@ public func readONNXTensorFile(at path: String) throws(ONNXImportError) -> ONNXT
     return try decoder.decode(proto, fallbackName: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
 }
 
-func readFileBytes(_ path: String) throws(ONNXImportError) -> [UInt8] {
+func readFileBytes(_ path: String) throws(ONNXError) -> [UInt8] {
     guard FileManager.default.fileExists(atPath: path) else {
         throw .unreadableFile(path: path, reason: "no such file")
     }

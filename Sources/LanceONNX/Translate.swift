@@ -3,7 +3,7 @@ import LanceModel
 
 extension GraphBuilder {
     /// Translates one node into graph nodes, or into a folded constant.
-    mutating func translate(_ c: inout NodeContext) throws(ONNXImportError) {
+    mutating func translate(_ c: inout NodeContext) throws(ONNXError) {
         let a = c.attributes
         switch c.opType {
         case "Constant":
@@ -146,11 +146,11 @@ extension GraphBuilder {
         }
     }
 
-    private mutating func activation(_ function: Activation, _ c: NodeContext) throws(ONNXImportError) {
+    private mutating func activation(_ function: Activation, _ c: NodeContext) throws(ONNXError) {
         try append(.activation(function), inputs: [try data(c.input(0), c)], c)
     }
 
-    private func windowGeometry(_ c: NodeContext, kernel: [Int]) throws(ONNXImportError) -> WindowGeometry {
+    private func windowGeometry(_ c: NodeContext, kernel: [Int]) throws(ONNXError) -> WindowGeometry {
         let a = c.attributes
         if let declared = try a.ints("kernel_shape"), declared != kernel {
             throw c.fail("kernel_shape \(declared) does not match the weight's kernel \(kernel)")
@@ -176,7 +176,7 @@ extension GraphBuilder {
         return WindowGeometry(kernelSize: kernel, strides: strides, dilations: dilations, padding: padding)
     }
 
-    private mutating func translatePad(_ c: NodeContext) throws(ONNXImportError) {
+    private mutating func translatePad(_ c: NodeContext) throws(ONNXError) {
         let a = c.attributes
         let modeName = try a.string("mode", default: "constant")
         guard let mode = PadMode(rawValue: modeName) else { throw c.fail("pad mode '\(modeName)' is not supported") }
@@ -213,7 +213,7 @@ extension GraphBuilder {
     }
 
     /// Turns a (possibly batch-dependent) shape tensor into Reshape's static target.
-    private func reshapeTarget(_ target: Folded, input: String, _ c: NodeContext) throws(ONNXImportError) -> [Int] {
+    private func reshapeTarget(_ target: Folded, input: String, _ c: NodeContext) throws(ONNXError) -> [Int] {
         guard let first = target.integers else { throw c.fail("input 'shape' must be an integer tensor") }
         guard let second = target.integersAtBatch2 else { return first }
         guard let inputShape = runtime[input] ?? nil else { throw c.fail("needs the static shape of '\(input)'") }
@@ -232,7 +232,7 @@ extension GraphBuilder {
         return result
     }
 
-    private func constantValue(_ c: NodeContext) throws(ONNXImportError) -> Folded {
+    private func constantValue(_ c: NodeContext) throws(ONNXError) -> Folded {
         let a = c.attributes
         guard let (name, value) = a.values.first, a.values.count == 1 else {
             throw c.fail("a Constant node needs exactly one value attribute")

@@ -160,8 +160,8 @@ struct KerasExportFromONNXTests {
         defer { try? FileManager.default.removeItem(at: folder) }
         for format in ["h5", "keras"] {
             let path = folder.appendingPathComponent("out.\(format)").path
-            let error = try #require(throws: KerasExportError.self) { try KerasExporter.write(graph, to: path) }
-            guard case .unsupportedNodes(path, let nodes) = error else {
+            let error = try #require(throws: KerasError.self) { try KerasExporter.write(graph, to: path) }
+            guard case .unexportableNodes(path, let nodes) = error else {
                 Issue.record("unexpected error \(error)")
                 continue
             }
@@ -184,16 +184,16 @@ struct KerasExportFromONNXTests {
         let folder = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("out.keras").path
-        let error = try #require(throws: KerasExportError.self) { try KerasExporter.write(graph, to: path) }
-        #expect(error == .unsupportedNodes(path: path, nodes: [UnexportableNode(opType: "MaxPool", node: "MaxPool_0",
+        let error = try #require(throws: KerasError.self) { try KerasExporter.write(graph, to: path) }
+        #expect(error == .unexportableNodes(path: path, nodes: [UnexportableNode(opType: "MaxPool", node: "MaxPool_0",
                                                                                 reason: "dilated pooling has no Keras layer")]))
         #expect(!FileManager.default.fileExists(atPath: path))
-        #expect(throws: KerasExportError.self) { try KerasExporter.checkExportable(graph) }
+        #expect(throws: KerasError.self) { try KerasExporter.checkExportable(graph) }
     }
 
     @Test("an output name without .h5 or .keras is refused")
     func unknownFormat() throws {
         let graph = try ONNXImporter.importModel(at: KerasExportSupport.sample("tiny_cnn.onnx"))
-        #expect(throws: KerasExportError.unknownFormat(path: "/tmp/model.pb")) { try KerasExporter.write(graph, to: "/tmp/model.pb") }
+        #expect(throws: KerasError.unknownFormat(path: "/tmp/model.pb")) { try KerasExporter.write(graph, to: "/tmp/model.pb") }
     }
 }

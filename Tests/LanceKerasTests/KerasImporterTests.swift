@@ -96,7 +96,7 @@ struct KerasFixtureTests {
                       ("unknown_layer.h5", "FancyLayer")])
     func malformed(file: String, fragment: String) throws {
         let path = KerasFixtures.path(file)
-        let error = try #require(throws: KerasImportError.self) { try KerasImporter.importModel(at: path) }
+        let error = try #require(throws: KerasError.self) { try KerasImporter.importModel(at: path) }
         #expect(error.description.hasPrefix(path + ": "))
         #expect(error.description.contains(fragment), "\(error.description)")
         if file == "unknown_layer.h5" {

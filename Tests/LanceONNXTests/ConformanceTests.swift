@@ -114,7 +114,7 @@ enum ConformanceSuite {
     /// the operators (an opset outside its range, no default-domain opset), the model's operator
     /// list decides.
     static let selectedCases: [ConformanceCase] = allCases.map(ConformanceCase.init).filter { testCase in
-        do throws(ONNXImportError) {
+        do throws(ONNXError) {
             _ = try ONNXImporter.importModel(at: testCase.modelPath)
             return true
         } catch .unsupportedOperators {
@@ -205,7 +205,7 @@ struct ConformanceCase: Sendable, Hashable, CustomTestStringConvertible {
     /// Imports the model with this data set's integer inputs bound as constants; float inputs the
     /// importer needs as constants (Clip's bounds, Pad's value, ...) are bound too and the import
     /// retried.
-    private func importBindingConstantInputs(_ inputs: [ONNXTensor]) -> Result<Graph, ONNXImportError> {
+    private func importBindingConstantInputs(_ inputs: [ONNXTensor]) -> Result<Graph, ONNXError> {
         // LANCE feeds only float32 data, so an integer input can only be a hyperparameter.
         var constants = Dictionary(inputs.filter { $0.integers != nil }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         while true {

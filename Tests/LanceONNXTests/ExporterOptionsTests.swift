@@ -96,22 +96,22 @@ struct ExporterOptionsTests {
     @Test("opsets that cannot express the graph are refused, naming the nodes")
     func opsetRefusals() throws {
         var graph = try ONNXImporter.importModel(at: Self.sample("tiny_cnn.onnx"))
-        #expect(throws: ONNXExportError.unsupportedOpset(path: "model.onnx", opset: 10, nodes: [])) {
+        #expect(throws: ONNXError.unexportableOpset(path: "model.onnx", opset: 10, nodes: [])) {
             try ONNXExporter.export(graph, options: ONNXExportOptions(opset: 10))
         }
-        let tooHigh = try #require(throws: ONNXExportError.self) { try ONNXExporter.export(graph, options: ONNXExportOptions(opset: 22)) }
+        let tooHigh = try #require(throws: ONNXError.self) { try ONNXExporter.export(graph, options: ONNXExportOptions(opset: 22)) }
         #expect(tooHigh.description == "model.onnx: opset 22 is not supported; LANCE writes opsets 11 to 21")
         let relu = try #require(graph.nodes.firstIndex { $0.name == "relu" })
         graph.nodes[relu].operation = .activation(.hardSwish)
         #expect(try ONNXExporter.export(graph, options: ONNXExportOptions()).opset == 14)
-        let error = try #require(throws: ONNXExportError.self) { try ONNXExporter.export(graph, options: ONNXExportOptions(opset: 13)) }
+        let error = try #require(throws: ONNXError.self) { try ONNXExporter.export(graph, options: ONNXExportOptions(opset: 13)) }
         #expect(error.description == "model.onnx: opset 13 cannot express 1 node: 'relu' (HardSwish needs opset 14 or later)")
         // A Softmax coerced to 2-D (opset < 13) over a non-last axis and a HardSwish: no single opset.
         let pool = try #require(graph.nodes.firstIndex { $0.name == "pool" })
         graph.nodes.insert(Node(name: "coerced", operation: .softmax(axis: 1, coercedTo2D: true), inputs: [graph.nodes[pool].output],
                                 output: "coerced_output"), at: pool + 1)
         graph.outputs.append(ValueInfo(name: "coerced_output", dimensions: nil))
-        let conflict = try #require(throws: ONNXExportError.self) { try ONNXExporter.export(graph, options: ONNXExportOptions()) }
+        let conflict = try #require(throws: ONNXError.self) { try ONNXExporter.export(graph, options: ONNXExportOptions()) }
         #expect(conflict.description.hasPrefix("model.onnx: no single opset expresses these 2 nodes together: "))
         #expect(conflict.description.contains("'relu' (HardSwish needs opset 14 or later)"))
         #expect(conflict.description.contains("'coerced' (Softmax coerced to 2-D needs an opset before 13)"))
@@ -146,7 +146,7 @@ struct ExporterOptionsTests {
         // The model alone, away from its data file, cannot be read: the weights are not inside it.
         let elsewhere = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: elsewhere) }
-        let alone = try #require(throws: ONNXImportError.self) {
+        let alone = try #require(throws: ONNXError.self) {
             try ONNXImporter.importModel(bytes: exported.model, path: elsewhere.appendingPathComponent("tiny.onnx").path)
         }
         #expect(alone.description.contains("tiny.onnx.data"), "\(alone)")

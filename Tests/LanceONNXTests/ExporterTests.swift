@@ -52,7 +52,7 @@ struct ExporterTests {
         let folder = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let path = folder.appendingPathComponent("out.onnx").path
-        let error = try #require(throws: ONNXExportError.self) { try ONNXExporter.write(graph, to: path) }
+        let error = try #require(throws: ONNXError.self) { try ONNXExporter.write(graph, to: path) }
         #expect(error.description.contains("'relu'"))
         #expect(!FileManager.default.fileExists(atPath: path))
     }

@@ -115,7 +115,7 @@ struct ImportFoldingTests {
             nodes: [Writer.node("Pad", inputs: ["x", "pads", "", "axes"], outputs: ["y"])],
             initializers: [Writer.tensor("pads", dims: [1], int64: [1]), Writer.tensor("axes", dims: [1], int64: [1])],
             inputs: [("x", [1, 4])], outputs: [("y", [1, 5])], opset: 18)
-        #expect(throws: ONNXImportError.invalidNode(path: "pad.onnx", node: "Pad_0", opType: "Pad",
+        #expect(throws: ONNXError.invalidNode(path: "pad.onnx", node: "Pad_0", opType: "Pad",
                                                     reason: "pads needs 2 entries per axis in 'axes' (2), got 1")) {
             try ONNXImporter.importModel(bytes: bytes, path: "pad.onnx")
         }
@@ -130,7 +130,7 @@ struct ImportFoldingTests {
         let graph = try ONNXImporter.importModel(bytes: model(to: Writer.ElementType.float.rawValue), path: "cast.onnx")
         let x = Tensor(shape: [1, 3], scalars: [-1.5, 0, 2.25])
         #expect(try InferenceSession(graph: graph).run(x) == x)
-        #expect(throws: ONNXImportError.self) {
+        #expect(throws: ONNXError.self) {
             try ONNXImporter.importModel(bytes: model(to: Writer.ElementType.int64.rawValue), path: "cast.onnx")
         }
     }
@@ -142,7 +142,7 @@ struct ImportFoldingTests {
                          initializers: [Writer.tensor("ratio", dims: [], float: [ratio]), Self.trainingTrue],
                          inputs: [("x", [1, 3])], outputs: [("y", [1, 3])])
         }
-        #expect(throws: ONNXImportError.self) {
+        #expect(throws: ONNXError.self) {
             try ONNXImporter.importModel(bytes: model(ratio: 0.5), path: "dropout.onnx")
         }
         let graph = try ONNXImporter.importModel(bytes: model(ratio: 0), path: "dropout.onnx")

@@ -49,7 +49,7 @@ struct ImporterTests {
     @Test("an initializer of the wrong size names the tensor")
     func wrongInitializerSize() {
         let path = Self.sample("bad_initializer_size.onnx")
-        #expect(throws: ONNXImportError.invalidTensor(path: path, tensor: "conv.weight",
+        #expect(throws: ONNXError.invalidTensor(path: path, tensor: "conv.weight",
                                                       reason: "raw_data holds 424 bytes but [4, 3, 3, 3] of FLOAT needs 432")) {
             try ONNXImporter.importModel(at: path)
         }
@@ -58,7 +58,7 @@ struct ImporterTests {
     @Test("a missing initializer names the node and the value")
     func missingInitializer() throws {
         let path = Self.sample("missing_initializer.onnx")
-        let error = try #require(throws: ONNXImportError.self) { try ONNXImporter.importModel(at: path) }
+        let error = try #require(throws: ONNXError.self) { try ONNXImporter.importModel(at: path) }
         guard case .invalidNode(path, "conv", "Conv", let reason) = error else {
             Issue.record("unexpected error \(error)")
             return
@@ -70,7 +70,7 @@ struct ImporterTests {
     @Test("unknown operators are listed all at once as a table")
     func unknownOperators() throws {
         let path = Self.sample("unknown_operator.onnx")
-        let error = try #require(throws: ONNXImportError.self) { try ONNXImporter.importModel(at: path) }
+        let error = try #require(throws: ONNXError.self) { try ONNXImporter.importModel(at: path) }
         guard case .unsupportedOperators(path, let operators) = error else {
             Issue.record("unexpected error \(error)")
             return
@@ -96,13 +96,13 @@ struct ImporterTests {
         var generator = SeededGenerator(seed: 7)
         for trial in 0..<20 {
             let noise = (0..<(64 + trial * 100)).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            #expect(throws: ONNXImportError.self) { try ONNXImporter.importModel(bytes: noise, path: "noise.onnx") }
+            #expect(throws: ONNXError.self) { try ONNXImporter.importModel(bytes: noise, path: "noise.onnx") }
         }
     }
 
     @Test("a missing file is reported with its path")
     func missingFile() {
-        #expect(throws: ONNXImportError.unreadableFile(path: "/nonexistent/model.onnx", reason: "no such file")) {
+        #expect(throws: ONNXError.unreadableFile(path: "/nonexistent/model.onnx", reason: "no such file")) {
             try ONNXImporter.importModel(at: "/nonexistent/model.onnx")
         }
     }

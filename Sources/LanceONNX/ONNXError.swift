@@ -8,9 +8,9 @@ public struct UnsupportedOperator: Sendable, Equatable {
     public var reason: String
 }
 
-/// Why an ONNX file could not be imported. Every case names the file and, where there is one, the
-/// node or tensor at fault.
-public enum ONNXImportError: Error, Sendable, Equatable, CustomStringConvertible {
+/// Why an ONNX file could not be imported, or a graph not exported. Every case names the file and,
+/// where there is one, the node or tensor at fault.
+public enum ONNXError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The file cannot be read at all.
     case unreadableFile(path: String, reason: String)
     /// The bytes are not a decodable ONNX `ModelProto` (truncated, corrupted, or another format).
@@ -30,6 +30,13 @@ public enum ONNXImportError: Error, Sendable, Equatable, CustomStringConvertible
     case nonConstantInput(path: String, node: String, opType: String, input: String)
     /// The imported graph does not check out (undefined values, shapes that do not fit).
     case invalidGraph(path: String, reason: String)
+    /// Export: nodes whose operator has no ONNX form (listed all at once).
+    case unexportableNodes(path: String, nodes: [NodeIssue])
+    /// Export: the requested opset is outside what LANCE writes, or some nodes cannot be expressed
+    /// in it (every node's requirement is listed).
+    case unexportableOpset(path: String, opset: Int?, nodes: [NodeIssue])
+    /// Export: the output file cannot be written.
+    case unwritableOutput(path: String, reason: String)
 
     /// The operator table (op | count | nodes | reason) for an unsupported-operator error.
     public var operatorTable: String? {
@@ -70,7 +77,35 @@ public enum ONNXImportError: Error, Sendable, Equatable, CustomStringConvertible
             return "\(path): node '\(node)' (\(opType)): input '\(input)' must be a constant (an initializer or Constant node), but it is computed at run time"
         case .invalidGraph(let path, let reason):
             return "\(path): \(reason)"
+        case .unexportableNodes(let path, let nodes):
+            return "\(path): \(nodes.count) node\(nodes.count == 1 ? "" : "s") cannot be expressed in ONNX: " + Self.list(nodes)
+        case .unexportableOpset(let path, let opset, let nodes):
+            if let opset, !ONNXExportOptions.supportedOpsets.contains(opset) {
+                return "\(path): opset \(opset) is not supported; LANCE writes opsets \(ONNXExportOptions.supportedOpsets.lowerBound) to \(ONNXExportOptions.supportedOpsets.upperBound)"
+            }
+            return "\(path): " + (opset.map { "opset \($0) cannot express \(nodes.count) node\(nodes.count == 1 ? "" : "s"): " }
+                                  ?? "no single opset expresses these \(nodes.count) nodes together: ") + Self.list(nodes)
+        case .unwritableOutput(let path, let reason):
+            return "\(path): cannot write the file: \(reason)"
         }
+    }
+
+    private static func list(_ nodes: [NodeIssue]) -> String {
+        nodes.prefix(5).map { "'\($0.node)' (\($0.reason))" }.joined(separator: ", ") + (nodes.count > 5 ? ", ..." : "")
+    }
+}
+
+/// A node that cannot be exported, and why.
+public struct NodeIssue: Sendable, Equatable {
+    /// The node's name.
+    public var node: String
+    /// Why it cannot be written.
+    public var reason: String
+
+    /// Creates a row.
+    public init(node: String, reason: String) {
+        self.node = node
+        self.reason = reason
     }
 }
 

@@ -1,6 +1,6 @@
-/// Why a Keras file could not be imported. Every case names the file and, where there is one, the
-/// layer at fault.
-public enum KerasImportError: Error, Sendable, Equatable, CustomStringConvertible {
+/// Why a Keras file could not be imported, or a graph not exported as one. Every case names the file
+/// and, where there is one, the layer or node at fault.
+public enum KerasError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The file cannot be read, or is not of the format its name says.
     case unreadableFile(path: String, reason: String)
     /// The architecture JSON is missing or malformed.
@@ -11,6 +11,14 @@ public enum KerasImportError: Error, Sendable, Equatable, CustomStringConvertibl
     case invalidLayer(path: String, layer: String, reason: String)
     /// A layer's weights are missing or of the wrong shape.
     case invalidWeights(path: String, layer: String, reason: String)
+    /// Export: nodes that have no Keras layer (listed all at once, before anything is written).
+    case unexportableNodes(path: String, nodes: [UnexportableNode])
+    /// Export: the graph cannot be described as a Keras model at all (no concrete input shape, ...).
+    case unexportableGraph(path: String, reason: String)
+    /// Export: the output name ends in neither `.h5` nor `.keras`.
+    case unknownFormat(path: String)
+    /// Export: the output file cannot be written.
+    case unwritableOutput(path: String, reason: String)
 
     /// One sentence a user can act on.
     public var description: String {
@@ -21,7 +29,29 @@ public enum KerasImportError: Error, Sendable, Equatable, CustomStringConvertibl
             "\(path): \(layers.reduce(0) { $0 + $1.layers.count }) layers use classes LANCE cannot import (\(layers.map(\.className).joined(separator: ", "))); see docs/importers.md"
         case .invalidLayer(let path, let layer, let reason): "\(path): layer '\(layer)': \(reason)"
         case .invalidWeights(let path, let layer, let reason): "\(path): layer '\(layer)': \(reason)"
+        case .unexportableNodes(let path, let nodes):
+            "\(path): \(nodes.count) node\(nodes.count == 1 ? "" : "s") cannot be expressed as Keras layers "
+                + "(\(nodes.reduce(into: [String]()) { if !$0.contains($1.opType) { $0.append($1.opType) } }.joined(separator: ", "))); "
+                + "nothing was written; see docs/importers.md"
+        case .unexportableGraph(let path, let reason): "\(path): the model cannot be exported to Keras: \(reason)"
+        case .unknownFormat(let path): "\(path): unknown Keras format; the name must end in .h5 or .keras"
+        case .unwritableOutput(let path, let reason): "\(path): cannot write the file: \(reason)"
         }
+    }
+
+    /// The table of nodes without a Keras layer (`op | count | nodes | reason`), one row per
+    /// operator type and reason.
+    public var nodeTable: String? {
+        guard case .unexportableNodes(_, let nodes) = self else { return nil }
+        var groups: [(opType: String, reason: String, nodes: [String])] = []
+        for node in nodes {
+            if let index = groups.firstIndex(where: { $0.opType == node.opType && $0.reason == node.reason }) {
+                groups[index].nodes.append(node.node)
+            } else {
+                groups.append((node.opType, node.reason, [node.node]))
+            }
+        }
+        return textTable(header: ["op", "count", "nodes", "reason"], rows: groups.map { ($0.opType, $0.nodes, $0.reason) })
     }
 
     /// The table of unsupported layer classes (class | count | layers | reason).
@@ -55,4 +85,21 @@ public struct UnsupportedLayer: Sendable, Equatable {
     public var layers: [String]
     /// Why it cannot be imported.
     public var reason: String
+}
+
+/// A node of the graph that has no Keras form.
+public struct UnexportableNode: Sendable, Equatable {
+    /// The node's operator (`Operator.opType`), or `input` / `output` for a graph input or output.
+    public var opType: String
+    /// The node's (or value's) name.
+    public var node: String
+    /// Why Keras cannot express it.
+    public var reason: String
+
+    /// Creates a row of the unsupported-node table.
+    public init(opType: String, node: String, reason: String) {
+        self.opType = opType
+        self.node = node
+        self.reason = reason
+    }
 }
