@@ -45,7 +45,7 @@ public struct EvalCommand: ParsableCommand {
     @Option(help: "Samples per forward pass.")
     var batchSize = 32
 
-    @Option(help: "Evaluate only the first N samples of a data source.")
+    @Option(help: "Evaluate only the first N samples (of a .npy array or a data source).")
     var limit: Int?
 
     @Option(help: "For a container with several tasks: the task whose head to run (default: the first task's, the graph's own).")
@@ -94,6 +94,10 @@ public struct EvalCommand: ParsableCommand {
                 throw CommandError.dataMismatch(path: labels, reason: "expected \(input.shape[0]) integer labels, one per sample")
             }
             labelValues = integers
+        }
+        if let limit, limit < input.shape[0] {
+            input = input.slice(batch: 0..<limit)
+            labelValues = labelValues.map { Array($0.prefix(limit)) }
         }
         do {
             try graph.checkInputShape([1] + input.shape.dropFirst(), for: graph.inputs[0])

@@ -107,6 +107,12 @@ struct SampleCLITests {
         #expect(result.stdout.contains("top-1 3/3 (100.00%)"))
         let written = try NPY.read(outputs).tensor
         #expect(written.isClose(to: expected, absolute: 1e-5, relative: 1e-4))
+        // --limit takes the first samples of an array too.
+        let limited = try runTool("lance-eval", [Self.sample("tiny_cnn.onnx"), "--data", Self.sample("tiny_input.npy"),
+                                                 "--labels", labels, "--dump-outputs", outputs, "--limit", "2"])
+        #expect(limited.status == 0, "\(limited.stderr)")
+        #expect(limited.stdout.contains("top-1 2/2"), "\(limited.stdout)")
+        #expect(try NPY.read(outputs).tensor.shape == [2, expected.shape[1]])
     }
 
     @Test("eval rejects data of the wrong shape and leaves no output file")
