@@ -3,7 +3,8 @@
 # pretrained MobileNetV2, classifies 20 real ImageNet images with it, converts it to a .lance
 # container calibrated on Fashion-MNIST (LANCE projection bases for the last 4 convolutions and the
 # head), shows the bases and the activation memory they save, fine-tunes it on Fashion-MNIST with a
-# new head, exports it to ONNX, and runs the Keras CIFAR-10 model.
+# new head, exports it to ONNX, adds a Fashion-MNIST task to the ImageNet classifier without changing
+# what it does on ImageNet, and runs and exports the Keras CIFAR-10 model.
 # Model and data: ../shared next to the project (or $LANCE_SHARED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,17 @@ if [ -f "$fashion" ]; then
     echo
     echo "== lance-export: the fine-tuned model as ONNX"
     "$bin/lance-export" "$out/mobilenet_v2.lance" -o "$out/mobilenet_v2_fashion.onnx"
+
+    echo
+    echo "== continual learning: protect the ImageNet classifier's subspace (from the 20 images), then add a task"
+    "$bin/lance-convert" "$model" -o "$out/tasks0.lance" --calibration "$data/images.npy" --batch-size 20 \
+        --calibration-batches 1 --train-layers last:2 --protect --protect-batches 1 --task-name imagenet | tail -n 2
+    "$bin/lance-convert" "$out/tasks0.lance" -o "$out/tasks.lance" --preprocessing imagenet --resize direct
+    "$bin/lance-train" "$out/tasks.lance" --add-task tshirt-trouser --classes 2 --select-classes 0,1 \
+        --class-names t-shirt,trouser --data "$fashion" --limit 256 --epochs 1 --batch-size 32 2>/dev/null
+    "$bin/lance-inspect" "$out/tasks.lance" --tasks
+    echo "ImageNet task after adding it:"
+    "$bin/lance-eval" "$out/tasks.lance" --task imagenet --data "$data/images.npy" --labels "$data/labels.npy" | tail -n 1
 else
     echo "demo: $fashion is missing (apt-get install dataset-fashion-mnist); skipping calibration" >&2
 fi
@@ -76,3 +88,4 @@ echo "== the Keras 2.9 CIFAR-10 CNN on 20 CIFAR-10 test images (NHWC data, as Ke
 "$bin/lance-inspect" "$shared/models/cifar10_cnn.h5" | tail -n 1
 "$bin/lance-eval" "$shared/models/cifar10_cnn.h5" --data "$shared/data/cifar10-20/images_nhwc.npy" \
     --input-layout nhwc --labels "$shared/data/cifar10-20/labels.npy"
+"$bin/lance-export" "$shared/models/cifar10_cnn.h5" -o "$out/cifar10_cnn.keras"
