@@ -113,7 +113,7 @@ struct TaskRoomReport: Codable {
         for task in tasks {
             lines.append(pad(task.name, taskWidth) + pad("\(task.classes)", 9) + pad("\(task.headParameters)", 13)
                          + pad("\(task.protectedDirections)", 16)
-                         + task.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String($0.value, decimals: 4))" }.joined(separator: ", "))
+                         + task.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(metricText($0.value))" }.joined(separator: ", "))
         }
         guard !layers.isEmpty else { return lines }
         lines.append("")
@@ -129,6 +129,11 @@ struct TaskRoomReport: Codable {
                          + "\(layer.free) (\(freeShare)%)")
         }
         return lines
+    }
+
+    /// Whole numbers without decimals, others with four.
+    private func metricText(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value, decimals: 4)
     }
 
     private func pad(_ text: String, _ width: Int) -> String {
