@@ -730,21 +730,25 @@ struct ActivationMask: Sendable {
     /// The mask of an activation's output, or `nil` when the activation is not piecewise linear
     /// with two slopes.
     init?(_ activation: Activation, output: Tensor) {
-        guard Self.applies(to: activation) else { return nil }
-        let predicate: (Float) -> Bool
+        // The piece boundaries: the bit is set when lower < y and (y < upper or there is no upper
+        // bound: ReLU and LeakyReLU count +∞ as on the identity piece).
+        let bounds: (lower: Float, upper: Float)
+        var unboundedAbove = false
         switch activation {
         case .relu:
             slopes = (0, 1)
-            predicate = { $0 > 0 }
+            bounds = (0, .infinity)
+            unboundedAbove = true
         case .clip(let minimum, let maximum):
             slopes = (0, 1)
-            predicate = { $0 > minimum && $0 < maximum }
-        case .leakyRelu(let alpha):
+            bounds = (minimum, maximum)
+        case .leakyRelu(let alpha) where alpha > 0:
             slopes = (alpha, 1)
-            predicate = { $0 > 0 }
-        case .hardSigmoid(let alpha, _):
+            bounds = (0, .infinity)
+            unboundedAbove = true
+        case .hardSigmoid(let alpha, _) where alpha > 0:
             slopes = (0, alpha)
-            predicate = { $0 > 0 && $0 < 1 }
+            bounds = (0, 1)
         default:
             return nil
         }
@@ -752,7 +756,20 @@ struct ActivationMask: Sendable {
         let count = output.count
         var words = [UInt64](repeating: 0, count: (count + 63) / 64)
         output.withUnsafeBufferPointer { y in
-            for k in 0..<count where predicate(y[k]) { words[k >> 6] |= 1 << UInt64(k & 63) }
+            words.withUnsafeMutableBufferPointer { bits in
+                // 64 elements per word, branch-free.
+                for word in 0..<bits.count {
+                    let start = word * 64
+                    let end = min(start + 64, count)
+                    var value: UInt64 = 0
+                    for k in start..<end {
+                        let element = y[k]
+                        let inside: UInt64 = element > bounds.lower && (unboundedAbove || element < bounds.upper) ? 1 : 0
+                        value |= inside << UInt64(k - start)
+                    }
+                    bits[word] = value
+                }
+            }
         }
         self.words = words
     }
@@ -766,8 +783,15 @@ struct ActivationMask: Sendable {
         let (clear, set) = slopes
         return Tensor(shape: shape) { out in
             dy.withUnsafeBufferPointer { g in
-                for k in 0..<out.count {
-                    out[k] = g[k] * ((words[k >> 6] >> UInt64(k & 63)) & 1 == 1 ? set : clear)
+                words.withUnsafeBufferPointer { bits in
+                    for word in 0..<bits.count {
+                        let start = word * 64
+                        let end = min(start + 64, out.count)
+                        let value = bits[word]
+                        for k in start..<end {
+                            out[k] = g[k] * ((value >> UInt64(k - start)) & 1 == 1 ? set : clear)
+                        }
+                    }
                 }
             }
         }
