@@ -154,6 +154,9 @@ public struct TrainCommand: ParsableCommand {
         let started = Date()
         let output = self.output ?? container
         var model = try ContainerFile.read(container)
+        if model.tasks.count > 1 {
+            throw CommandError.dataMismatch(path: container, reason: "holds \(model.tasks.count) tasks (\(model.tasks.map(\.name).joined(separator: ", "))); fine-tuning in place would change the shared layers under all of them. Add a task with --add-task NAME, or export one task (lance-export --task) and convert that")
+        }
         let halfPrecision = storesHalfPrecision(container)
         let saved = resume ? model.optimizerState : nil
         if resume && saved == nil {

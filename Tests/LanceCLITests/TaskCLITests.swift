@@ -82,6 +82,12 @@ struct TaskCLITests {
             let features = layer["features"] as? Int ?? 0, protected = layer["protected"] as? Int ?? -1, free = layer["free"] as? Int ?? -1
             #expect(protected + free == features && (layer["protectedByTask"] as? [String: Int])?.keys.sorted() == ["base", "sandals-shirts"])
         }
+        // Fine-tuning in place would move the shared layers under every task: refused, nothing written.
+        let tasksBytes = try Self.fileBytes(output)
+        let inPlace = try runTool("lance-train", [output, "--data", Self.train, "--limit", "16", "--batch-size", "8", "--epochs", "1", "--classes", "10"])
+        #expect(inPlace.status == 1 && inPlace.stderr.contains("holds 2 tasks"), "\(inPlace.stderr)")
+        #expect(try Self.fileBytes(output) == tasksBytes)
+
         let text = try runTool("lance-inspect", [output, "--tasks"])
         #expect(text.stdout.contains("sandals-shirts") && text.stdout.contains("free"), "\(text.stdout)")
 

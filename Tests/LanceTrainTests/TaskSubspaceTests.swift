@@ -116,6 +116,17 @@ struct TaskSubspaceTests {
         #expect(inside.shape[1] == 0)
     }
 
+    @Test("a protected basis that spans the whole feature space leaves no room: a clear error")
+    func noRoom() throws {
+        let d = 12
+        let full = try Self.orthonormal(d, d, seed: 50)
+        let layer = TrainedLayer(node: "conv", kind: .convolution, input: "x", isHead: false)
+        let grams = try Self.accumulator(featureGram: try Self.gram(dimension: d, rank: 4, count: 50, seed: 51), dimension: d)
+        #expect(throws: TrainingError.data(reason: "the protected basis of layer 'conv' spans all 12 feature directions; no room is left for a new task (lance-inspect --tasks shows the room per layer)")) {
+            try taskBases(layer: layer, grams: grams, protected: full, energy: 0.95, featureThreshold: 0.97)
+        }
+    }
+
     /// An accumulator whose feature Gram matrix is `featureGram` (batch and position modes of size 1).
     static func accumulator(featureGram: [Double], dimension d: Int) throws -> ModeGramAccumulator {
         // The eigenvectors scaled by √λ, one sample each: their outer products sum to the Gram matrix.
