@@ -66,8 +66,7 @@ extension TrainCommand {
         // The task's graph: the shared layers with a new head; shared biases stay fixed.
         var graph = try LanceTrain.replaceHead(in: model.graph, classes: classes, seed: seed)
         for index in graph.parameters.indices { graph.parameters[index].trainable = false }
-        let graphForHead = graph
-        guard let head = try graphForHead.trainedLayers(.last(0)).first(where: \.isHead) else {
+        guard let head = try graph.trainedLayers(.last(0)).first(where: \.isHead) else {
             throw CommandError.dataMismatch(path: container, reason: "the model has no classifier head")
         }
         let nodes = Dictionary(graph.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -202,14 +202,8 @@ extension ConvertCommand {
         }
         container.calibration?.protection = settings
         let graph = container.graph
-        let head = try graph.trainedLayers(.last(0)).first(where: \.isHead).flatMap { head in
-            graph.nodes.first { $0.name == head.node }.map { node in node.inputs.dropFirst().compactMap { graph.parametersByName[$0] } }
-        } ?? []
-        let classes = head.first.map { parameter in
-            if let node = graph.nodes.first(where: { $0.inputs.dropFirst().first == parameter.name }),
-               case .gemm(let gemm) = node.operation, gemm.transposeB { return parameter.tensor.shape[0] }
-            return parameter.tensor.shape.last ?? 0
-        } ?? 0
+        let head = headParameters(of: graph)
+        let classes = try outputClasses(of: graph) ?? 0
         let name = taskName ?? container.tasks.first?.name ?? URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
         var task = container.tasks.first ?? TaskRecord(name: name, classes: classes, head: head)
         task.name = name

@@ -26,6 +26,20 @@ func taskGraph(_ container: Container, task name: String?, path: String) throws 
     return try installHead(in: container.graph, weight: weight, bias: bias)
 }
 
+/// The parameters of the graph's classifier head (weight, then bias), empty without a head.
+func headParameters(of graph: Graph) -> [Parameter] {
+    guard let head = (try? graph.trainedLayers(.last(0)))?.first(where: \.isHead),
+          let node = graph.nodes.first(where: { $0.name == head.node }) else { return [] }
+    return node.inputs.dropFirst().compactMap { graph.parametersByName[$0] }
+}
+
+/// The model's class count: the last axis of its first output at batch size 1.
+func outputClasses(of graph: Graph) throws -> Int? {
+    guard let output = graph.outputs.first?.name else { return nil }
+    let shapes = try graph.inferShapes(inputShapes: graph.inputShapes(batchSize: 1))
+    return shapes[output]?.last
+}
+
 /// The layers tasks share (the calibration's trained layers without the head).
 func sharedLayers(of container: Container, path: String) throws -> [TrainedLayer] {
     guard let calibration = container.calibration else {

@@ -457,11 +457,7 @@ private func applyTraining(_ graph: Graph, state: OptimizerState, to container: 
     container.graph = graph
     container.optimizerState = state
     let names = classNames.count == classes ? classNames : []
-    let head = (try? graph.trainedLayers(.last(0)).first(where: \.isHead)).flatMap { head in
-        graph.nodes.first { $0.name == head.node }.map { node in
-            node.inputs.dropFirst().compactMap { graph.parametersByName[$0] }
-        }
-    } ?? []
+    let head = headParameters(of: graph)
     if container.tasks.isEmpty {
         container.tasks = [TaskRecord(name: task, classes: classes, classNames: names, head: head)]
     } else {
@@ -496,13 +492,6 @@ private func dataFolderName(_ path: String) -> String {
         return url.lastPathComponent
     }
     return url.deletingLastPathComponent().lastPathComponent
-}
-
-/// The model's class count: the last axis of its first output at batch size 1.
-private func outputClasses(of graph: Graph) throws -> Int? {
-    guard let output = graph.outputs.first?.name else { return nil }
-    let shapes = try graph.inferShapes(inputShapes: graph.inputShapes(batchSize: 1))
-    return shapes[output]?.last
 }
 
 /// The preprocessing used when the container records none: direct resize to the model's input,
