@@ -176,9 +176,45 @@ public struct HDF5Dataset: HDF5Object, @unchecked Sendable {
         }
     }
 
+    /// Checks, before anything is read, that the dataset stores plain numbers (float or integer
+    /// of at most 8 bytes) and that the file holds the bytes its extents claim. A damaged header
+    /// can otherwise make `H5Dread` allocate gigabytes for type conversion, or read past the data.
+    ///
+    /// - Returns: the dataset's extents.
+    /// - Throws: `HDF5Error.wrongType` for another element type; `.readFailed` when the stored
+    ///   bytes cannot hold the elements (uncompressed: fewer bytes than elements × size;
+    ///   compressed: more than 1100× expansion, beyond what deflate can produce).
+    private func checkedShape() throws(HDF5Error) -> [Int] {
+        let extents = try shape()
+        let count = extents.reduce(1, *)
+        enum Problem { case type, storage }
+        let problem: Problem? = withHDF5 {
+            let type = H5Dget_type(handle.id)
+            guard type >= 0 else { return .type }
+            defer { H5Tclose(type) }
+            let typeClass = H5Tget_class(type)
+            let elementSize = H5Tget_size(type)
+            guard typeClass == H5T_FLOAT || typeClass == H5T_INTEGER, (1...8).contains(elementSize) else { return .type }
+            let properties = H5Dget_create_plist(handle.id)
+            guard properties >= 0 else { return .storage }
+            defer { H5Pclose(properties) }
+            let filtered = H5Pget_nfilters(properties) > 0
+            let (needed, overflow) = count.multipliedReportingOverflow(by: elementSize)
+            let stored = Int(clamping: H5Dget_storage_size(handle.id))
+            guard !overflow else { return .storage }
+            if filtered { return needed / 1100 > stored + (1 << 20) ? .storage : nil }
+            return needed > stored ? .storage : nil
+        }
+        switch problem {
+        case .type: throw .wrongType(path: file.path, object: name, expected: "an array of numbers (float or integer, at most 8 bytes each)")
+        case .storage: throw .readFailed(path: file.path, object: name)
+        case nil: return extents
+        }
+    }
+
     /// All elements converted to float32 by HDF5, in row-major order. Wraps `H5Dread`.
     public func readFloats() throws(HDF5Error) -> [Float] {
-        let count = try shape().reduce(1, *)
+        let count = try checkedShape().reduce(1, *)
         var values = [Float](repeating: 0, count: count)
         let status = withHDF5 {
             values.withUnsafeMutableBytes { H5Dread(handle.id, lance_h5t_native_float(), lance_h5s_all(), lance_h5s_all(), lance_h5p_default(), $0.baseAddress) }
@@ -194,7 +230,7 @@ public struct HDF5Dataset: HDF5Object, @unchecked Sendable {
     /// - Throws: `HDF5Error.wrongType` for a scalar dataset or rows outside `0..<shape[0]`;
     ///   `HDF5Error.readFailed` when HDF5 cannot read them.
     public func readFloats(rows: Range<Int>) throws(HDF5Error) -> [Float] {
-        let extents = try shape()
+        let extents = try checkedShape()
         guard let rowCount = extents.first, rows.lowerBound >= 0, rows.upperBound <= rowCount else {
             throw .wrongType(path: file.path, object: name, expected: "an array with rows \(rows.lowerBound)..<\(rows.upperBound)")
         }
@@ -223,7 +259,7 @@ public struct HDF5Dataset: HDF5Object, @unchecked Sendable {
 
     /// All elements converted to 64-bit integers by HDF5, in row-major order. Wraps `H5Dread`.
     public func readIntegers() throws(HDF5Error) -> [Int] {
-        let count = try shape().reduce(1, *)
+        let count = try checkedShape().reduce(1, *)
         var values = [Int64](repeating: 0, count: count)
         let status = withHDF5 {
             values.withUnsafeMutableBytes { H5Dread(handle.id, lance_h5t_native_int64(), lance_h5s_all(), lance_h5s_all(), lance_h5p_default(), $0.baseAddress) }

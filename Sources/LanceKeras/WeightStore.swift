@@ -29,7 +29,7 @@ enum WeightStore {
             }
             return arrays
         } catch {
-            throw .invalidWeights(path: path, layer: layer, reason: error.description)
+            throw .invalidWeights(path: path, layer: layer, reason: reason(error, path: path))
         }
     }
 
@@ -55,7 +55,13 @@ enum WeightStore {
             }
             return ([], nil)
         } catch {
-            throw .invalidWeights(path: path, layer: layer, reason: error.description)
+            throw .invalidWeights(path: path, layer: layer, reason: reason(error, path: path))
         }
+    }
+
+    /// An HDF5 error's sentence without the file name it starts with (the Keras error names it).
+    private static func reason(_ error: HDF5Error, path: String) -> String {
+        let text = error.description
+        return text.hasPrefix(path + ": ") ? String(text.dropFirst(path.count + 2)) : text
     }
 }
