@@ -150,6 +150,8 @@ public struct TrainCommand: ParsableCommand {
     }
 
     public func run() throws {
+        // The peak resident memory reported (and stored) then follows what training holds.
+        returnFreedMemoryToSystem()
         if let addTask { return try runAddTask(addTask) }
         let started = Date()
         let output = self.output ?? container
@@ -285,49 +287,58 @@ public struct TrainCommand: ParsableCommand {
             while position + batch <= iterator.order.count {
                 let indices = Array(iterator.order[position..<(position + batch)])
                 position += batch
-                let next: (features: [String: Tensor]?, images: Tensor?, labels: [Int])
+                // The frozen part runs slice by slice (`frozenFeatures(batchSize:images:)`), reading
+                // each slice's samples just before it, so a whole batch of model inputs is never held.
+                func frozenFeatures(of samples: [Int]) throws -> (features: [String: Tensor], labels: [Int]) {
+                    var labels: [Int] = []
+                    var readError: DataError?
+                    do {
+                        let features = try trainer.frozenFeatures(batchSize: samples.count) { range throws(TrainingError) in
+                            do throws(DataError) {
+                                let read = try readBatch(source, indices: Array(samples[range]))
+                                labels += read.labels
+                                return read.images
+                            } catch {
+                                readError = error
+                                throw .data(reason: error.description)
+                            }
+                        }
+                        return (features, labels)
+                    } catch {
+                        if let readError { throw readError }
+                        throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
+                                              + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
+                    }
+                }
+                let features: [String: Tensor]
+                let labels: [Int]
                 if let cache {
                     // Only the samples not cached yet run through the frozen part (per sample, so the
                     // features do not depend on the batch they came with).
                     let missing = indices.filter { !cache.contains([$0]) }
                     if !missing.isEmpty {
-                        let read = try readBatch(source, indices: missing)
-                        let computed: [String: Tensor]
-                        do {
-                            computed = try trainer.frozenFeatures(images: read.images)
-                        } catch {
-                            throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
-                                                  + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
-                        }
-                        try cache.store(computed, labels: read.labels, indices: missing)
+                        let computed = try frozenFeatures(of: missing)
+                        try cache.store(computed.features, labels: computed.labels, indices: missing)
                     }
-                    let cached = try cache.batch(indices)
-                    next = (cached.features, nil, cached.labels)
+                    (features, labels) = try cache.batch(indices)
                 } else {
-                    let read = try readBatch(source, indices: indices)
-                    next = (nil, read.images, read.labels)
+                    (features, labels) = try frozenFeatures(of: indices)
                 }
-                if let bad = next.labels.first(where: { $0 < 0 || $0 >= classCount }) {
+                if let bad = labels.first(where: { $0 < 0 || $0 >= classCount }) {
                     throw CommandError.dataMismatch(path: data, reason: "label \(bad) is outside the head's 0..<\(classCount) classes; give --classes or --replace-head")
                 }
-                let outcome: Result<StepResult, TrainingError>
-                if let features = next.features {
-                    outcome = Result { () throws(TrainingError) in try trainer.step(features: features, labels: next.labels) }
-                } else {
-                    outcome = Result { () throws(TrainingError) in try trainer.step(images: next.images ?? Tensor(shape: [0]), labels: next.labels) }
-                }
                 let result: StepResult
-                switch outcome {
-                case .success(let value):
-                    result = value
-                case .failure(let error):
+                do {
+                    // Handed over, so that the trained part can release a LANCE layer's input once projected.
+                    result = try trainer.step(features: consume features, labels: labels)
+                } catch {
                     throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
                                           + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
                 }
                 step += 1
-                lossSum += Double(result.loss) * Double(next.labels.count)
+                lossSum += Double(result.loss) * Double(labels.count)
                 correct += result.correct
-                seen += next.labels.count
+                seen += labels.count
                 trainedBytes = max(trainedBytes, result.memory.trainedLayerBytes)
                 otherBytes = max(otherBytes, result.memory.otherBytes)
                 let seconds = max(Date().timeIntervalSince(epochStart), 1e-9)

@@ -8,9 +8,10 @@ import Glibc
 import Darwin
 #endif
 
-/// Applies an element-wise activation; output has the input's shape.
-public func activate(_ input: Tensor, _ activation: Activation) -> Tensor {
-    var output = input
+/// Applies an element-wise activation; output has the input's shape. The input's buffer is
+/// overwritten when the caller hands over its last reference (`consume`), copied otherwise.
+public func activate(_ input: consuming Tensor, _ activation: Activation) -> Tensor {
+    var output = consume input
     output.withUnsafeMutableBufferPointer { buffer in
         nonisolated(unsafe) let base = buffer.baseAddress!
         parallelFor(buffer.count, minimumPerChunk: 65_536) { range in

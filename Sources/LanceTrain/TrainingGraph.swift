@@ -334,6 +334,54 @@ public struct TrainingGraph: Sendable {
         return values
     }
 
+    /// Samples per slice in `frozenFeatures(batchSize:images:)`: two per core, so that every core
+    /// runs a sample of its own (`InferenceSession`) while the slice's model inputs and early-layer
+    /// activations stay small next to the weights and the trained part's state.
+    public static var frozenSliceSize: Int { 2 * max(1, ForwardExecution.threads) }
+
+    /// `frozenFeatures(images:)` for a batch whose model inputs are produced slice by slice.
+    ///
+    /// The frozen part runs on `frozenSliceSize` samples at a time and each slice's outputs are
+    /// copied into `[batchSize, ...]` tensors, so neither the whole batch of model inputs (32 RGB
+    /// images at 224×224 are 18.4 MiB) nor a second copy of the features is ever held. The results
+    /// are identical to `frozenFeatures(images:)` on the whole batch (the forward pass does not
+    /// depend on how a batch is split). When the trained part reads the model input itself, the
+    /// whole batch is requested at once.
+    ///
+    /// - Parameters:
+    ///   - batchSize: B, the number of samples.
+    ///   - images: returns the model inputs `[n, ...]` of samples `range` (called with consecutive
+    ///     ranges covering `0..<batchSize`).
+    /// - Throws: what `images` throws, and as `frozenFeatures(images:)`.
+    public func frozenFeatures(batchSize: Int, images: (Range<Int>) throws(TrainingError) -> Tensor)
+        throws(TrainingError) -> [String: Tensor] {
+        let sliceSize = Self.frozenSliceSize
+        guard frozenSession != nil, batchSize > sliceSize, !suffix.contains(where: { $0.inputs.contains(inputName) }) else {
+            return try frozenFeatures(images: try images(0..<batchSize))
+        }
+        var features: [String: Tensor] = [:]
+        var start = 0
+        while start < batchSize {
+            let range = start..<min(batchSize, start + sliceSize)
+            let slice = try images(range)
+            guard slice.shape.first == range.count else {
+                throw .data(reason: "a slice of samples \(range) came with \(slice.shape.first ?? 0) model inputs")
+            }
+            for (name, part) in try frozenFeatures(images: slice) {
+                let perSample = part.count / range.count
+                var whole = features.removeValue(forKey: name) ?? Tensor(shape: [batchSize] + part.shape.dropFirst())
+                part.withUnsafeBufferPointer { source in
+                    whole.withUnsafeMutableBufferPointer { target in
+                        (target.baseAddress! + range.lowerBound * perSample).update(from: source.baseAddress!, count: source.count)
+                    }
+                }
+                features[name] = whole
+            }
+            start = range.upperBound
+        }
+        return features
+    }
+
     /// The names `frozenFeatures(images:)` returns.
     public var frozenFeatureNames: [String] {
         var names = frozenSession == nil ? [] : frozenOutputs
@@ -364,10 +412,18 @@ public struct TrainingGraph: Sendable {
             if !owner.isEmpty || savedOwner[name] == nil { savedOwner[name] = owner }
         }
         for (position, node) in suffix.enumerated() {
-            let operands = node.inputs.map(operand)
+            var operands = node.inputs.map(operand)
             inputShapes.append(operands.map(\.shape))
             let output: Tensor
-            if let layer = trainedByNode[node.name] {
+            if case .activation(let activation) = node.operation, trainedByNode[node.name] == nil,
+               lastSuffixUse[node.inputs[0]] == position, node.inputs[0] != logitsName, savedInputs(of: node).isEmpty {
+                // The input's last use: released first, so that the activation overwrites it in
+                // place unless the caller still holds it (one batch-sized buffer less).
+                values[node.inputs[0]] = nil
+                output = activate(operands.removeFirst(), activation)
+                if let mask = ActivationMask(activation, output: output) { masks[node.output] = mask }
+                if savedOutput(of: node) { values[node.output] = output; save(node.output) }
+            } else if let layer = trainedByNode[node.name] {
                 if compresses(layer) {
                     let x = operands[0]
                     let compressed: TuckerCore
@@ -388,7 +444,9 @@ public struct TrainingGraph: Sendable {
                                 ? "the batch of \(view.shape.first ?? 0) samples differs from the calibration batch size \(layerBases.inputShape.first ?? 0) (the batch basis U₀ ties them); train with batches of the calibration size and drop the last partial batch"
                                 : "the input of '\(node.name)' is \(view.shape), but it was calibrated at \(layerBases.inputShape); calibrate at the training input size")
                         }
-                        compressed = TuckerCore(projecting: view, bases: layerBases.modes)
+                        // A few MFLOP: on one thread it does not wake OpenBLAS's threads (whose
+                        // buffers would then stay resident for the rest of the run).
+                        compressed = ForwardExecution.withSingleThreadedBLAS { TuckerCore(projecting: view, bases: layerBases.modes) }
                     case .hosvd(let energy):
                         do {
                             compressed = try hosvdCompress(x, energy: energy)

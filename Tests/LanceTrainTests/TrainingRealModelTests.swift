@@ -54,4 +54,32 @@ struct TrainingRealModelTests {
         let evaluation = try lance.evaluate(images: batches[1], labels: labels)
         #expect(evaluation.loss.isFinite && evaluation.logits.shape == [4, 5])
     }
+
+    @Test("the frozen part run slice by slice gives the whole batch's features exactly, reading each sample once")
+    func frozenFeaturesInSlices() throws {
+        var graph = try ONNXImporter.importModel(at: Fixtures.model("mobilenet_v2_imagenet.onnx"))
+        graph.inputs[0].dimensions = [.symbolic("N"), .fixed(3), .fixed(64), .fixed(64)]
+        graph = try replaceHead(in: graph, classes: 5, seed: 42)
+        let runner = try TrainingGraph(graph: graph, layers: try graph.trainedLayers(.last(2)), method: .full)
+        let batchSize = TrainingGraph.frozenSliceSize * 2 + 3  // two whole slices and a short one
+        let images = Tensor.random(shape: [batchSize, 3, 64, 64], in: -2...2, seed: 310)
+        let whole = try runner.frozenFeatures(images: images)
+        var requested: [Range<Int>] = []
+        let sliced = try runner.frozenFeatures(batchSize: batchSize) { range throws(TrainingError) in
+            requested.append(range)
+            return images.slice(batch: range)
+        }
+        #expect(requested.count == 3 && requested.allSatisfy { $0.count <= TrainingGraph.frozenSliceSize })
+        #expect(requested.map(\.lowerBound) == [0, TrainingGraph.frozenSliceSize, 2 * TrainingGraph.frozenSliceSize])
+        #expect(requested.last?.upperBound == batchSize)
+        #expect(Set(sliced.keys) == Set(runner.frozenFeatureNames) && Set(whole.keys) == Set(sliced.keys))
+        for name in runner.frozenFeatureNames {
+            #expect(sliced[name]!.shape == whole[name]!.shape && sliced[name]!.shape.first == batchSize)
+            #expect(sliced[name]! == whole[name]!, "\(name) differs when computed in slices")
+        }
+        // A slice of the wrong size is a clear error.
+        #expect(throws: TrainingError.self) {
+            _ = try runner.frozenFeatures(batchSize: batchSize) { range throws(TrainingError) in images.slice(batch: 0..<1) }
+        }
+    }
 }
