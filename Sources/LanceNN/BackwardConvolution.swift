@@ -230,10 +230,12 @@ public func conv2dWeightGradient(input: Tensor, outputGradient: Tensor, weightSh
 let batchedPlaneLimit = 1024
 
 /// Runs `body` over chunks of images with two scratch matrices of `depth × n·plane` (columns) and
-/// `M × n·plane` (output gradients), n at most what keeps each near 1 Mi floats (4 MiB).
+/// `M × n·plane` (output gradients), n at most what keeps each near 256 Ki floats (1 MiB: a few images
+/// side by side already give the gemms a long inner dimension, and the scratch stays small next to
+/// the activations a training step holds).
 private func forImageChunks(layout: ConvolutionBackwardLayout, depth: Int, plane: Int,
                             _ body: (Range<Int>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
-    let chunk = max(1, min(layout.batch, (1 << 20) / max(max(depth, layout.outputChannels) * plane, 1)))
+    let chunk = max(1, min(layout.batch, (1 << 18) / max(max(depth, layout.outputChannels) * plane, 1)))
     let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
     let gradients = UnsafeMutablePointer<Float>.allocate(capacity: layout.outputChannels * chunk * plane)
     defer {

@@ -27,7 +27,7 @@ public func activate(_ input: consuming Tensor, _ activation: Activation) -> Ten
 /// ```
 /// y = act( scale[c] · (x − mean[c]) / sqrt(variance[c] + epsilon) + bias[c] )
 /// ```
-public func batchNormalization(_ input: Tensor, scale: Tensor, bias: Tensor, mean: Tensor, variance: Tensor,
+public func batchNormalization(_ input: consuming Tensor, scale: Tensor, bias: Tensor, mean: Tensor, variance: Tensor,
                                epsilon: Float, activation: Activation? = nil) -> Tensor {
     let channels = input.shape[1]
     let planeSize = input.shape.dropFirst(2).reduce(1, *)
@@ -39,7 +39,7 @@ public func batchNormalization(_ input: Tensor, scale: Tensor, bias: Tensor, mea
         multipliers[c] = Float(Double(scale.scalars[c]) * inverse)
         shifts[c] = Float(Double(bias.scalars[c]) - Double(mean.scalars[c]) * Double(scale.scalars[c]) * inverse)
     }
-    var output = input
+    var output = consume input  // overwritten in place when the caller handed over its last reference
     output.withUnsafeMutableBufferPointer { buffer in
         nonisolated(unsafe) let base = buffer.baseAddress!
         parallelFor(planes, minimumPerChunk: max(1, 16_384 / max(planeSize, 1))) { range in

@@ -4,6 +4,7 @@ import LanceModel
 import LanceNN
 import LanceRuntime
 
+
 /// What a trained convolution or linear layer keeps from its input for the weight gradient
 /// (product "core concepts": an explicit, swappable policy, so the bytes kept can be counted).
 ///
@@ -334,10 +335,10 @@ public struct TrainingGraph: Sendable {
         return values
     }
 
-    /// Samples per slice in `frozenFeatures(batchSize:images:)`: two per core, so that every core
+    /// Samples per slice in `frozenFeatures(batchSize:images:)`: one per core, so that every core
     /// runs a sample of its own (`InferenceSession`) while the slice's model inputs and early-layer
     /// activations stay small next to the weights and the trained part's state.
-    public static var frozenSliceSize: Int { 2 * max(1, ForwardExecution.threads) }
+    public static var frozenSliceSize: Int { max(1, ForwardExecution.threads) }
 
     /// `frozenFeatures(images:)` for a batch whose model inputs are produced slice by slice.
     ///
@@ -415,15 +416,7 @@ public struct TrainingGraph: Sendable {
             var operands = node.inputs.map(operand)
             inputShapes.append(operands.map(\.shape))
             let output: Tensor
-            if case .activation(let activation) = node.operation, trainedByNode[node.name] == nil,
-               lastSuffixUse[node.inputs[0]] == position, node.inputs[0] != logitsName, savedInputs(of: node).isEmpty {
-                // The input's last use: released first, so that the activation overwrites it in
-                // place unless the caller still holds it (one batch-sized buffer less).
-                values[node.inputs[0]] = nil
-                output = activate(operands.removeFirst(), activation)
-                if let mask = ActivationMask(activation, output: output) { masks[node.output] = mask }
-                if savedOutput(of: node) { values[node.output] = output; save(node.output) }
-            } else if let layer = trainedByNode[node.name] {
+            if let layer = trainedByNode[node.name] {
                 if compresses(layer) {
                     let x = operands[0]
                     let compressed: TuckerCore
@@ -462,7 +455,16 @@ public struct TrainingGraph: Sendable {
                 }
                 output = InferenceSession.evaluate(node.operation, operands, activation: nil)
             } else {
-                output = InferenceSession.evaluate(node.operation, operands, activation: nil)
+                let input = node.inputs[0]
+                if Self.runsInPlace(node.operation), lastSuffixUse[input] == position, input != logitsName,
+                   !node.inputs.dropFirst().contains(input), !savedInputs(of: node).contains(input) {
+                    // The input's last use: released first, so that the operator overwrites it in
+                    // place unless the caller still holds it (one batch-sized buffer less).
+                    values[input] = nil
+                    output = Self.evaluateInPlace(node.operation, operands.removeFirst(), operands)
+                } else {
+                    output = InferenceSession.evaluate(node.operation, operands, activation: nil)
+                }
                 values[node.output] = output
                 if case .activation(let activation) = node.operation, let mask = ActivationMask(activation, output: output) {
                     masks[node.output] = mask
@@ -525,6 +527,28 @@ public struct TrainingGraph: Sendable {
         }
     }
 
+    /// Whether `evaluateInPlace` takes the operator: element-wise activations and inference-form
+    /// batch normalization, which can write their output over their input.
+    private static func runsInPlace(_ operation: Operator) -> Bool {
+        switch operation {
+        case .activation, .batchNormalization: true
+        default: false
+        }
+    }
+
+    /// An operator of `runsInPlace` on its first operand, handed over (overwritten when it holds the
+    /// last reference), and the others.
+    private static func evaluateInPlace(_ operation: Operator, _ input: consuming Tensor, _ others: [Tensor]) -> Tensor {
+        switch operation {
+        case .activation(let activation):
+            return activate(input, activation)
+        case .batchNormalization(let epsilon):
+            return batchNormalization(input, scale: others[0], bias: others[1], mean: others[2], variance: others[3], epsilon: epsilon)
+        default:
+            preconditionFailure("\(operation) does not run in place")
+        }
+    }
+
     /// The backward pass from the logits' gradient: gradients of every trained parameter (and of
     /// the values named in `keepingValueGradients`, for inspection and tests).
     ///
@@ -565,7 +589,10 @@ public struct TrainingGraph: Sendable {
                 backwardTrained(node: node, layer: layer, core: core, input: core == nil ? pass.savedValues[node.inputs[0]] : nil,
                                 shapes: shapes, carries: carries, dy: dy, accumulate: accumulate)
             } else if let mask = pass.savedMasks.removeValue(forKey: node.output) {
-                accumulate(node.inputs[0], mask.inputGradient(dy))
+                accumulate(node.inputs[0], mask.inputGradient(consume dy))
+            } else if case .batchNormalization(let epsilon) = node.operation, let scale = savedOrParameter(node.inputs[1]),
+                      let variance = savedOrParameter(node.inputs[4]) {
+                accumulate(node.inputs[0], frozenBatchNormalizationInputGradient(consume dy, scale: scale, variance: variance, epsilon: epsilon))
             } else {
                 let operands = node.inputs.map { savedOrParameter($0) }
                 let output = savedOrParameter(node.output)
@@ -591,8 +618,10 @@ public struct TrainingGraph: Sendable {
             if let core, core.factors.count == 3 {
                 weightGradient = unfoldedLowRankWeightGradient(compressed: core, outputGradient: dy, weightShape: weight.shape)
             } else if let core {
-                weightGradient = lowRankConv2dWeightGradient(compressed: core, outputGradient: dy, weightShape: weight.shape,
-                                                             convolution: convolution)
+                // Small gemms (rank-sized): on one thread, like the projection in `forward`.
+                weightGradient = ForwardExecution.withSingleThreadedBLAS {
+                    lowRankConv2dWeightGradient(compressed: core, outputGradient: dy, weightShape: weight.shape, convolution: convolution)
+                }
             } else {
                 weightGradient = conv2dWeightGradient(input: input!, outputGradient: dy, weightShape: weight.shape,
                                                       convolution: convolution)
@@ -740,22 +769,22 @@ public struct TrainingGraph: Sendable {
 
 /// The input gradient of frozen (inference-form) batch normalization over axis 1:
 /// `dX[n, c, …] = dY[n, c, …] · scale[c] / √(variance[c] + ε)` — no saved activation is needed.
-func frozenBatchNormalizationInputGradient(_ dy: Tensor, scale: Tensor, variance: Tensor, epsilon: Float) -> Tensor {
+func frozenBatchNormalizationInputGradient(_ dy: consuming Tensor, scale: Tensor, variance: Tensor, epsilon: Float) -> Tensor {
     let channels = dy.shape[1]
     let plane = dy.shape.dropFirst(2).reduce(1, *)
     let batch = dy.shape[0]
     let factors = (0..<channels).map { scale.scalars[$0] / (variance.scalars[$0] + epsilon).squareRoot() }
-    return Tensor(shape: dy.shape) { out in
-        dy.withUnsafeBufferPointer { g in
-            for n in 0..<batch {
-                for c in 0..<channels {
-                    let base = (n * channels + c) * plane
-                    let factor = factors[c]
-                    for k in 0..<plane { out[base + k] = g[base + k] * factor }
-                }
+    var result = consume dy  // overwritten in place when the caller handed over its last reference
+    result.withUnsafeMutableBufferPointer { g in
+        for n in 0..<batch {
+            for c in 0..<channels {
+                let base = (n * channels + c) * plane
+                let factor = factors[c]
+                for k in 0..<plane { g[base + k] *= factor }
             }
         }
     }
+    return result
 }
 
 /// What a piecewise-linear activation keeps for its backward: one bit per element saying on which
@@ -835,23 +864,23 @@ struct ActivationMask: Sendable {
     /// Bytes held.
     var bytes: Int { words.count * MemoryLayout<UInt64>.size }
 
-    /// `dX[k] = dY[k] · slope(bit k)`.
-    func inputGradient(_ dy: Tensor) -> Tensor {
+    /// `dX[k] = dY[k] · slope(bit k)`, written over `dy` when the caller hands over its last reference.
+    func inputGradient(_ dy: consuming Tensor) -> Tensor {
         precondition(dy.shape == shape, "activation gradient \(dy.shape) for an output of \(shape)")
         let (clear, set) = slopes
-        return Tensor(shape: shape) { out in
-            dy.withUnsafeBufferPointer { g in
-                words.withUnsafeBufferPointer { bits in
-                    for word in 0..<bits.count {
-                        let start = word * 64
-                        let end = min(start + 64, out.count)
-                        let value = bits[word]
-                        for k in start..<end {
-                            out[k] = g[k] * ((value >> UInt64(k - start)) & 1 == 1 ? set : clear)
-                        }
+        var result = consume dy
+        result.withUnsafeMutableBufferPointer { g in
+            words.withUnsafeBufferPointer { bits in
+                for word in 0..<bits.count {
+                    let start = word * 64
+                    let end = min(start + 64, g.count)
+                    let value = bits[word]
+                    for k in start..<end {
+                        g[k] *= (value >> UInt64(k - start)) & 1 == 1 ? set : clear
                     }
                 }
             }
         }
+        return result
     }
 }
