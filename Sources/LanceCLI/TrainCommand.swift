@@ -150,8 +150,6 @@ public struct TrainCommand: ParsableCommand {
     }
 
     public func run() throws {
-        // The peak resident memory reported (and stored) then follows what training holds.
-        returnFreedMemoryToSystem()
         if let addTask { return try runAddTask(addTask) }
         let started = Date()
         let output = self.output ?? container

@@ -255,26 +255,3 @@ public func peakResidentBytes() -> Int {
     return Int(usage.ru_maxrss)
     #endif
 }
-
-/// Makes the C allocator return freed buffers to the system at once, so that the process's
-/// resident memory follows the tensors a training step actually holds.
-///
-/// By default glibc serves buffers of up to 32 MiB from its heap once a buffer that large has been
-/// freed, and keeps freed heap memory for reuse: a training step's early, short-lived buffers (the
-/// frozen part's) then stay resident while the trained part runs, and the peak of a LANCE run is
-/// hardly lower than a full-backprop run's although it holds 25–250× less for backward. This sets
-/// glibc's `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` to 1 MiB: every larger buffer (a batch's
-/// activations) is mapped on its own and unmapped when freed, while a sample's smaller buffers
-/// are still reused from the heap. The cost is page faults on each new large buffer (a few percent
-/// of a MobileNetV2 step at 224×224 on 2 cores, see `docs/performance.md`). Does nothing where the
-/// allocator is not glibc's.
-public func returnFreedMemoryToSystem() {
-    #if os(Linux)
-    typealias SetOption = @convention(c) (Int32, Int32) -> Int32
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-    let mallopt = unsafeBitCast(symbol, to: SetOption.self)
-    let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3  // <malloc.h> M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-    _ = mallopt(mmapThreshold, 1 << 20)
-    _ = mallopt(trimThreshold, 1 << 20)
-    #endif
-}
