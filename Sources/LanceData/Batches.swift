@@ -90,33 +90,29 @@ public struct BatchIterator: Sendable {
 /// - Throws: the first failing sample's `DataError` (lowest position in `indices`), or
 ///   `DataError.inconsistentSampleShapes` when the samples' shapes differ.
 public func readBatch(_ source: any DataSource, indices: [Int]) throws(DataError) -> Batch {
-    guard let firstIndex = indices.first else {
+    guard !indices.isEmpty else {
         return Batch(images: Tensor(shape: [0]), labels: [], indices: [])
     }
-    let first = try source.sample(at: firstIndex)
-    let shape = first.image.shape
-    let sampleSize = first.image.count
     let results = SampleSlots(count: indices.count)
-    results.store(0, .success(first))
-    let rest = indices.count - 1
-    if rest > 0 {
-        let workers = min(rest, ProcessInfo.processInfo.activeProcessorCount)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var slot = 1 + worker
-            while slot < indices.count {
-                do throws(DataError) {
-                    results.store(slot, .success(try source.sample(at: indices[slot])))
-                } catch {
-                    results.store(slot, .failure(error))
-                }
-                slot += workers
+    let workers = min(indices.count, ProcessInfo.processInfo.activeProcessorCount)
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        var slot = worker
+        while slot < indices.count {
+            do throws(DataError) {
+                results.store(slot, .success(try source.sample(at: indices[slot])))
+            } catch {
+                results.store(slot, .failure(error))
             }
+            slot += workers
         }
     }
+    let first = try results.take(0).get()
+    let shape = first.image.shape
+    let sampleSize = first.image.count
     var labels = [Int](repeating: -1, count: indices.count)
     var images = Tensor(shape: [indices.count] + shape)
     for slot in 0..<indices.count {
-        let sample = try results.take(slot).get()
+        let sample = if slot == 0 { first } else { try results.take(slot).get() }
         guard sample.image.shape == shape else {
             throw .inconsistentSampleShapes(path: source.samplePath(at: indices[slot]), index: indices[slot],
                                             shape: sample.image.shape, firstShape: shape)
