@@ -237,6 +237,38 @@ AVX512 void lance_shift_clamp_rows_avx512(float *y, ptrdiff_t ld, int rows, int 
     }
 }
 
+AVX512 void lance_interval_bits_avx512(const float *values, long count, float lower, float upper, int unboundedAbove,
+                                       unsigned long long *words) {
+    const __m512 lowerVector = _mm512_set1_ps(lower), upperVector = _mm512_set1_ps(upper);
+    long words64 = (count + 63) / 64;
+    for (long word = 0; word < words64; word++) {
+        unsigned long long bits = 0;
+        for (int part = 0; part < 4; part++) {
+            long start = word * 64 + part * 16;
+            if (start >= count) break;
+            long left = count - start;
+            __mmask16 loaded = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            __m512 v = _mm512_maskz_loadu_ps(loaded, values + start);
+            __mmask16 inside = _mm512_mask_cmp_ps_mask(loaded, v, lowerVector, _CMP_GT_OQ);
+            if (!unboundedAbove) inside = _mm512_mask_cmp_ps_mask(inside, v, upperVector, _CMP_LT_OQ);
+            bits |= (unsigned long long)inside << (part * 16);
+        }
+        words[word] = bits;
+    }
+}
+
+AVX512 void lance_scale_by_bits_avx512(float *values, long count, const unsigned long long *words, float clear, float set) {
+    const __m512 clearVector = _mm512_set1_ps(clear), setVector = _mm512_set1_ps(set);
+    for (long start = 0; start < count; start += 16) {
+        long left = count - start;
+        __mmask16 loaded = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        __mmask16 bits = (__mmask16)(words[start / 64] >> (start % 64));
+        __m512 factor = _mm512_mask_blend_ps(bits, clearVector, setVector);
+        __m512 v = _mm512_maskz_loadu_ps(loaded, values + start);
+        _mm512_mask_storeu_ps(values + start, loaded, _mm512_mul_ps(v, factor));
+    }
+}
+
 #else
 
 int lance_kernels_avx512(void) { return 0; }
@@ -269,6 +301,17 @@ void lance_fill_rows_avx512(float *y, ptrdiff_t ld, int rows, int columns, const
 void lance_shift_clamp_rows_avx512(float *y, ptrdiff_t ld, int rows, int columns, const float *shift,
                                    float low, float high) {
     (void)y; (void)ld; (void)rows; (void)columns; (void)shift; (void)low; (void)high;
+    __builtin_trap();
+}
+
+void lance_interval_bits_avx512(const float *values, long count, float lower, float upper, int unboundedAbove,
+                                unsigned long long *words) {
+    (void)values; (void)count; (void)lower; (void)upper; (void)unboundedAbove; (void)words;
+    __builtin_trap();
+}
+
+void lance_scale_by_bits_avx512(float *values, long count, const unsigned long long *words, float clear, float set) {
+    (void)values; (void)count; (void)words; (void)clear; (void)set;
     __builtin_trap();
 }
 

@@ -175,6 +175,17 @@ public func reduceMeanGradient(inputShape: [Int], axes: [Int]?, keepDimensions: 
     let keptShape = (0..<rank).map { reduced.contains($0) ? 1 : inputShape[$0] }
     precondition(outputGradient.count == keptShape.reduce(1, *), "reduce-mean gradient \(outputGradient.shape) does not fit \(inputShape)")
     let count = Float(max(1, reduced.reduce(1) { $0 * inputShape[$1] }))
+    if let first = reduced.min(), reduced == Set(first..<rank) {
+        // Trailing axes (global average pooling): each dY element fills one contiguous block.
+        let block = inputShape[first...].reduce(1, *)
+        return Tensor(shape: inputShape) { out in
+            outputGradient.withUnsafeBufferPointer { dy in
+                for index in 0..<dy.count {
+                    (out.baseAddress! + index * block).initialize(repeating: dy[index] / count, count: block)
+                }
+            }
+        }
+    }
     let strides = reductionStrides(keptShape, to: inputShape)
     return Tensor(shape: inputShape) { out in
         outputGradient.withUnsafeBufferPointer { dy in

@@ -840,22 +840,10 @@ struct ActivationMask: Sendable {
             return nil
         }
         shape = output.shape
-        let count = output.count
-        var words = [UInt64](repeating: 0, count: (count + 63) / 64)
+        var words = [UInt64](repeating: 0, count: (output.count + 63) / 64)
         output.withUnsafeBufferPointer { y in
             words.withUnsafeMutableBufferPointer { bits in
-                // 64 elements per word, branch-free.
-                for word in 0..<bits.count {
-                    let start = word * 64
-                    let end = min(start + 64, count)
-                    var value: UInt64 = 0
-                    for k in start..<end {
-                        let element = y[k]
-                        let inside: UInt64 = element > bounds.lower && (unboundedAbove || element < bounds.upper) ? 1 : 0
-                        value |= inside << UInt64(k - start)
-                    }
-                    bits[word] = value
-                }
+                intervalBits(y, lower: bounds.lower, upper: unboundedAbove ? nil : bounds.upper, into: bits)
             }
         }
         self.words = words
@@ -870,16 +858,7 @@ struct ActivationMask: Sendable {
         let (clear, set) = slopes
         var result = consume dy
         result.withUnsafeMutableBufferPointer { g in
-            words.withUnsafeBufferPointer { bits in
-                for word in 0..<bits.count {
-                    let start = word * 64
-                    let end = min(start + 64, g.count)
-                    let value = bits[word]
-                    for k in start..<end {
-                        g[k] *= (value >> UInt64(k - start)) & 1 == 1 ? set : clear
-                    }
-                }
-            }
+            words.withUnsafeBufferPointer { bits in scaleByBits(g, words: bits, clear: clear, set: set) }
         }
         return result
     }

@@ -1,4 +1,4 @@
-// Forward kernels of LanceNN written in C for runtime CPU-feature dispatch: compiled for the
+// Kernels of LanceNN written in C for runtime CPU-feature dispatch: compiled for the
 // baseline target like the rest of the package, with AVX-512 versions selected at run time
 // when the CPU has AVX-512 (x86-64 only). Callers check `lance_kernels_avx512()` first and use
 // their portable Swift kernels otherwise. Not a GEMM: matrix products stay `cblas_sgemm`.
@@ -45,6 +45,15 @@ void lance_fill_rows_avx512(float *y, ptrdiff_t ld, int rows, int columns, const
 /// (`shift` may be NULL: zero).
 void lance_shift_clamp_rows_avx512(float *y, ptrdiff_t ld, int rows, int columns, const float *shift,
                                    float low, float high);
+
+/// Activation masks: bit k of `words` (64 per word, bit k % 64 of word k / 64) is set when
+/// `lower < values[k]` and, unless `unboundedAbove`, `values[k] < upper` (false for NaN); bits at
+/// and past `count` in the last word are clear.
+void lance_interval_bits_avx512(const float *values, long count, float lower, float upper, int unboundedAbove,
+                                unsigned long long *words);
+
+/// In place: values[k] = values[k] * (bit k of `words` ? set : clear), for k < count.
+void lance_scale_by_bits_avx512(float *values, long count, const unsigned long long *words, float clear, float set);
 
 #ifdef __cplusplus
 }
