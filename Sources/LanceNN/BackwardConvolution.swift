@@ -82,22 +82,39 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
         if layout.groups == 1 && plane <= batchedPlaneLimit {
             // Small output planes: cols[C·kH·kW, n·H'·W'] = Wᵀ · dY[M, n·H'·W'] for several images at
             // once, then col2im per image.
-            outputGradient.withUnsafeBufferPointer { dy in
-                weight.withUnsafeBufferPointer { w in
-                    forImageChunks(layout: layout, depth: depth, plane: plane) { images, columns, gradients in
-                        gatherImages(images, x: nil, dy: dy.baseAddress!, layout: layout, depth: depth, plane: plane,
-                                     columns: columns, gradients: gradients)
-                        let width = images.count * plane
-                        gemm(transposeA: true, m: depth, n: width, k: layout.outputChannels, a: w.baseAddress!, lda: depth,
-                             b: gradients, ldb: width, beta: 0, c: columns, ldc: width)
-                        let image = UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
-                        defer { image.deallocate() }
-                        for (offset, n) in images.enumerated() {
-                            for row in 0..<depth {
-                                (image + row * plane).update(from: columns + row * width + offset * plane, count: plane)
+            // The chunks write disjoint images: they run on all cores, each with single-threaded
+            // BLAS and its own scratch (no OpenBLAS threads waking and spinning for each gemm).
+            outputGradient.withUnsafeBufferPointer { dyBuffer in
+                weight.withUnsafeBufferPointer { wBuffer in
+                    nonisolated(unsafe) let dy = dyBuffer.baseAddress!
+                    nonisolated(unsafe) let w = wBuffer.baseAddress!
+                    nonisolated(unsafe) let dx = out.baseAddress!
+                    let chunk = imageChunkSize(layout: layout, depth: depth, plane: plane)
+                    BLASThreads.withSingleThread {
+                        parallelFor((layout.batch + chunk - 1) / chunk) { chunks in
+                            let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
+                            let gradients = UnsafeMutablePointer<Float>.allocate(capacity: layout.outputChannels * chunk * plane)
+                            let image = UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
+                            defer {
+                                columns.deallocate()
+                                gradients.deallocate()
+                                image.deallocate()
                             }
-                            scatterPatchColumns(image, channelCount: layout.channels, geometry: g,
-                                                into: out.baseAddress! + n * layout.channels * g.inputPlane)
+                            for index in chunks {
+                                let images = (index * chunk)..<min((index + 1) * chunk, layout.batch)
+                                gatherImages(images, x: nil, dy: dy, layout: layout, depth: depth, plane: plane,
+                                             columns: columns, gradients: gradients)
+                                let width = images.count * plane
+                                gemm(transposeA: true, m: depth, n: width, k: layout.outputChannels, a: w, lda: depth,
+                                     b: gradients, ldb: width, beta: 0, c: columns, ldc: width)
+                                for (offset, n) in images.enumerated() {
+                                    for row in 0..<depth {
+                                        (image + row * plane).update(from: columns + row * width + offset * plane, count: plane)
+                                    }
+                                    scatterPatchColumns(image, channelCount: layout.channels, geometry: g,
+                                                        into: dx + n * layout.channels * g.inputPlane)
+                                }
+                            }
                         }
                     }
                 }
@@ -235,7 +252,7 @@ let batchedPlaneLimit = 1024
 /// the activations a training step holds).
 private func forImageChunks(layout: ConvolutionBackwardLayout, depth: Int, plane: Int,
                             _ body: (Range<Int>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
-    let chunk = max(1, min(layout.batch, (1 << 18) / max(max(depth, layout.outputChannels) * plane, 1)))
+    let chunk = imageChunkSize(layout: layout, depth: depth, plane: plane)
     let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
     let gradients = UnsafeMutablePointer<Float>.allocate(capacity: layout.outputChannels * chunk * plane)
     defer {
@@ -248,6 +265,11 @@ private func forImageChunks(layout: ConvolutionBackwardLayout, depth: Int, plane
         body(images, columns, gradients)
         start = images.upperBound
     }
+}
+
+/// Images per chunk of `forImageChunks`: what keeps each scratch matrix near 256 Ki floats.
+private func imageChunkSize(layout: ConvolutionBackwardLayout, depth: Int, plane: Int) -> Int {
+    max(1, min(layout.batch, (1 << 18) / max(max(depth, layout.outputChannels) * plane, 1)))
 }
 
 /// Lays the images of a chunk side by side: `gradients[m, i·plane + p] = dY[n_i, m, p]` and, with
