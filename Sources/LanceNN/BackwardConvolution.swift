@@ -76,10 +76,14 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
     let g = layout.geometry
     let depth = layout.groupChannels * g.kernelHeight * g.kernelWidth
     let plane = g.outputHeight * g.outputWidth
+    // A 1×1 kernel with stride 1 and no padding: the columns are the input gradient's planes.
+    let pointwise = g.kernelHeight == 1 && g.kernelWidth == 1 && g.strideHeight == 1 && g.strideWidth == 1
+        && g.padTop == 0 && g.padLeft == 0 && g.inputPlane == plane
     return Tensor(shape: inputShape) { out in
-        out.initialize(repeating: 0)
+        let batched = layout.groups == 1 && plane <= batchedPlaneLimit && depth > 0
+        if !(batched && pointwise) { out.initialize(repeating: 0) }
         guard layout.batch > 0, plane > 0, depth > 0 else { return }
-        if layout.groups == 1 && plane <= batchedPlaneLimit {
+        if batched {
             // Small output planes: cols[C·kH·kW, n·H'·W'] = Wᵀ · dY[M, n·H'·W'] for several images at
             // once, then col2im per image.
             // The chunks write disjoint images: they run on all cores, each with single-threaded
@@ -94,7 +98,7 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
                         parallelFor((layout.batch + chunk - 1) / chunk) { chunks in
                             let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
                             let gradients = UnsafeMutablePointer<Float>.allocate(capacity: layout.outputChannels * chunk * plane)
-                            let image = UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
+                            let image = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 1 : depth * plane)
                             defer {
                                 columns.deallocate()
                                 gradients.deallocate()
@@ -108,11 +112,14 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
                                 gemm(transposeA: true, m: depth, n: width, k: layout.outputChannels, a: w, lda: depth,
                                      b: gradients, ldb: width, beta: 0, c: columns, ldc: width)
                                 for (offset, n) in images.enumerated() {
+                                    let target = pointwise ? dx + n * layout.channels * g.inputPlane : image
                                     for row in 0..<depth {
-                                        (image + row * plane).update(from: columns + row * width + offset * plane, count: plane)
+                                        (target + row * plane).update(from: columns + row * width + offset * plane, count: plane)
                                     }
-                                    scatterPatchColumns(image, channelCount: layout.channels, geometry: g,
-                                                        into: dx + n * layout.channels * g.inputPlane)
+                                    if !pointwise {
+                                        scatterPatchColumns(image, channelCount: layout.channels, geometry: g,
+                                                            into: dx + n * layout.channels * g.inputPlane)
+                                    }
                                 }
                             }
                         }
@@ -268,8 +275,8 @@ private func forImageChunks(layout: ConvolutionBackwardLayout, depth: Int, plane
 }
 
 /// Images per chunk of `forImageChunks`: what keeps each scratch matrix near 256 Ki floats.
-private func imageChunkSize(layout: ConvolutionBackwardLayout, depth: Int, plane: Int) -> Int {
-    max(1, min(layout.batch, (1 << 18) / max(max(depth, layout.outputChannels) * plane, 1)))
+func imageChunkSize(layout: ConvolutionBackwardLayout, depth: Int, plane: Int, floats: Int = 1 << 18) -> Int {
+    max(1, min(layout.batch, floats / max(max(depth, layout.outputChannels) * plane, 1)))
 }
 
 /// Lays the images of a chunk side by side: `gradients[m, i·plane + p] = dY[n_i, m, p]` and, with
@@ -293,23 +300,43 @@ private func gatherImages(_ images: Range<Int>, x: UnsafePointer<Float>?, dy: Un
 
 /// The bias gradient of a 2-D convolution: `dB[m] = Σ_{n, oh, ow} dY[n, m, oh, ow]`.
 ///
+/// Each plane is summed in single precision (16 lanes), the planes of a channel in double
+/// precision; the channels are shared by the cores.
+///
 /// - Parameter outputGradient: `dY`, `[N, M, H', W']` (any rank ≥ 2: axis 1 is the channel).
-/// - Returns: `dB`, `[M]` (sums in double precision).
+/// - Returns: `dB`, `[M]`.
 public func conv2dBiasGradient(outputGradient: Tensor) -> Tensor {
     let batch = outputGradient.shape[0], channels = outputGradient.shape[1]
     let plane = outputGradient.shape.dropFirst(2).reduce(1, *)
-    var sums = [Double](repeating: 0, count: channels)
-    outputGradient.withUnsafeBufferPointer { dy in
-        for n in 0..<batch {
-            for m in 0..<channels {
-                let base = (n * channels + m) * plane
-                var sum: Double = 0
-                for k in 0..<plane { sum += Double(dy[base + k]) }
-                sums[m] += sum
+    return Tensor(shape: [channels]) { out in
+        outputGradient.withUnsafeBufferPointer { dyBuffer in
+            nonisolated(unsafe) let dy = dyBuffer.baseAddress!
+            nonisolated(unsafe) let sums = out.baseAddress!
+            parallelFor(channels, minimumPerChunk: max(1, 65_536 / max(1, batch * plane))) { range in
+                for m in range {
+                    var sum: Double = 0
+                    for n in 0..<batch { sum += Double(planeSum(dy + (n * channels + m) * plane, count: plane)) }
+                    sums[m] = Float(sum)
+                }
             }
         }
     }
-    return Tensor(shape: [channels], scalars: sums.map { Float($0) })
+}
+
+/// `Σ_k x[k]` in single precision over 16 lanes.
+private func planeSum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD16<Float>()
+    var k = 0
+    while k + 16 <= count {
+        lanes += UnsafeRawPointer(x + k).loadUnaligned(as: SIMD16<Float>.self)
+        k += 16
+    }
+    var sum = lanes.sum()
+    while k < count {
+        sum += x[k]
+        k += 1
+    }
+    return sum
 }
 
 // MARK: - Layout and patch helpers

@@ -125,7 +125,7 @@ private func convolve(_ input: Tensor, weight: Tensor, bias: Tensor?, convolutio
 }
 
 @inline(__always)
-private func withOptionalBuffer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+func withOptionalBuffer<R>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
     guard let tensor else { return body(nil) }
     return tensor.withUnsafeBufferPointer { body($0.baseAddress) }
 }

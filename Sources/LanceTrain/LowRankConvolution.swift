@@ -89,6 +89,16 @@ public func lowRankConv2dWeightGradient(compressed: TuckerCore, outputGradient: 
     let paddedHeight = height + pads.top + pads.bottom
     let paddedWidth = width + pads.left + pads.right
     let outputPlane = outputChannels * output.height * output.width
+    if kernelHeight == 1 && kernelWidth == 1 && window.strides == [1, 1] && pads == (0, 0, 0, 0) {
+        // Pointwise: contracting the spatial modes first is cheaper when their ranks are small.
+        let plane = height * width
+        let spatialFirst = batch * outputChannels * plane * r2 * r3 + r0 * batch * outputChannels * r2 * r3
+        let batchFirst = r0 * batch * outputChannels * plane + r0 * r1 * plane * outputChannels
+        if spatialFirst < batchFirst {
+            let z4 = pointwiseChannelGradient(compressed: compressed, outputGradient: outputGradient)
+            return contractChannelFactor(z4, channelFactor: compressed.factors[1], weightShape: weightShape, groups: groups)
+        }
+    }
 
     // Step 1: Z₁ [r₀, C'·H'·W'] = U₀ᵀ [r₀, B] · dY [B, C'·H'·W'].
     var z1 = Tensor(shape: [r0, outputChannels, output.height, output.width])
@@ -142,6 +152,72 @@ public func lowRankConv2dWeightGradient(compressed: TuckerCore, outputGradient: 
                                   convolution: unpadded)
     // Step 5: dW[c', c, i, j] = Σ_{k₁} Z₄[c', k₁, i, j] · U₁[g·Cg + c, k₁].
     return contractChannelFactor(z4, channelFactor: compressed.factors[1], weightShape: weightShape, groups: groups)
+}
+
+/// Step 4 for a 1×1 convolution with stride 1 and no padding (where `h = h'`, `w = w'`), with the
+/// modes contracted in the order that suits small spatial ranks:
+///
+/// ```
+/// A[b, c', k₂, k₃]   = Σ_{h, w} dY[b, c', h, w] · U₂[h, k₂] · U₃[w, k₃]          [B·C', r₂·r₃]   one gemm
+/// Z₁[k₀, c', k₂, k₃] = Σ_b U₀[b, k₀] · A[b, c', k₂, k₃]                          [r₀, C'·r₂·r₃]  one gemm
+/// Z₄[c', k₁]         = Σ_{k₀, k₂, k₃} Z₁[k₀, c', k₂, k₃] · S[k₀, k₁, k₂, k₃]      [C', r₁]        one gemm
+/// ```
+///
+/// Returns Z₄ as `[C', r₁, 1, 1]`, the same tensor as the general chain's step 4.
+private func pointwiseChannelGradient(compressed: TuckerCore, outputGradient: Tensor) -> Tensor {
+    let (batch, outputChannels) = (outputGradient.shape[0], outputGradient.shape[1])
+    let plane = outputGradient.shape[2] * outputGradient.shape[3]
+    let ranks = compressed.ranks
+    let (r0, r1, r2, r3) = (ranks[0], ranks[1], ranks[2], ranks[3])
+    let spatialRank = r2 * r3
+    let width = outputGradient.shape[3]
+    // P[h·W + w, k₂·r₃ + k₃] = U₂[h, k₂] · U₃[w, k₃].
+    var spatial = [Float](repeating: 0, count: plane * spatialRank)
+    compressed.factors[2].withUnsafeBufferPointer { u2 in
+        compressed.factors[3].withUnsafeBufferPointer { u3 in
+            for p in 0..<plane {
+                let (h, w) = (p / width, p % width)
+                for k2 in 0..<r2 { for k3 in 0..<r3 { spatial[p * spatialRank + k2 * r3 + k3] = u2[h * r2 + k2] * u3[w * r3 + k3] } }
+            }
+        }
+    }
+    var reduced = [Float](repeating: 0, count: batch * outputChannels * spatialRank)
+    var z1 = [Float](repeating: 0, count: r0 * outputChannels * spatialRank)
+    outputGradient.withUnsafeBufferPointer { dy in
+        reduced.withUnsafeMutableBufferPointer { a in
+            spatial.withUnsafeBufferPointer { p in
+                gemm(m: batch * outputChannels, n: spatialRank, k: plane, a: dy.baseAddress!, lda: plane,
+                     b: p.baseAddress!, ldb: spatialRank, c: a.baseAddress!, ldc: spatialRank)
+            }
+            compressed.factors[0].withUnsafeBufferPointer { u0 in
+                z1.withUnsafeMutableBufferPointer { z in
+                    gemm(transposeA: true, m: r0, n: outputChannels * spatialRank, k: batch, a: u0.baseAddress!, lda: r0,
+                         b: UnsafePointer(a.baseAddress!), ldb: outputChannels * spatialRank, c: z.baseAddress!,
+                         ldc: outputChannels * spatialRank)
+                }
+            }
+        }
+    }
+    // Z₁ as [C', r₀·r₂·r₃] and S as [r₀·r₂·r₃, r₁].
+    let inner = r0 * spatialRank
+    var arrangedZ1 = [Float](repeating: 0, count: outputChannels * inner)
+    for k0 in 0..<r0 { for m in 0..<outputChannels { for k in 0..<spatialRank {
+        arrangedZ1[m * inner + k0 * spatialRank + k] = z1[(k0 * outputChannels + m) * spatialRank + k]
+    } } }
+    var arrangedCore = [Float](repeating: 0, count: inner * r1)
+    compressed.core.withUnsafeBufferPointer { s in
+        for k0 in 0..<r0 { for k1 in 0..<r1 { for k in 0..<spatialRank {
+            arrangedCore[(k0 * spatialRank + k) * r1 + k1] = s[(k0 * r1 + k1) * spatialRank + k]
+        } } }
+    }
+    return Tensor(shape: [outputChannels, r1, 1, 1]) { out in
+        arrangedZ1.withUnsafeBufferPointer { z in
+            arrangedCore.withUnsafeBufferPointer { s in
+                gemm(m: outputChannels, n: r1, k: inner, a: z.baseAddress!, lda: inner, b: s.baseAddress!, ldb: r1,
+                     c: out.baseAddress!, ldc: r1)
+            }
+        }
+    }
 }
 
 /// `factor` `[d, r]` with `before` zero rows on top and `after` below: `[before + d + after, r]`.

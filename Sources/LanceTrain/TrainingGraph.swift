@@ -301,6 +301,27 @@ public struct TrainingGraph: Sendable {
         graph.parameters[index].tensor = tensor
     }
 
+    /// Runs `body` on the trained parameters' values, by name, and keeps what it leaves (same
+    /// shapes). The values are moved out of the graph for the call, so an optimizer updates them
+    /// in place instead of copying them.
+    public mutating func updateTrainedParameters(_ body: (inout [String: Tensor]) -> Void) {
+        var values: [String: Tensor] = [:]
+        var shapes: [String: [Int]] = [:]
+        for name in trainedParameterNames {
+            guard let index = parameterIndex[name] else { continue }
+            values[name] = graph.parameters[index].tensor
+            shapes[name] = graph.parameters[index].tensor.shape
+            graph.parameters[index].tensor = Tensor(shape: [0])
+        }
+        body(&values)
+        for (name, shape) in shapes {
+            guard let value = values[name], value.shape == shape else {
+                preconditionFailure("the update of parameter '\(name)' left \(values[name]?.shape.description ?? "nothing"), not \(shape)")
+            }
+            graph.parameters[parameterIndex[name]!].tensor = value
+        }
+    }
+
     /// The training forward pass on one batch.
     ///
     /// - Parameter images: the model input `[B, ...]`.
@@ -453,7 +474,7 @@ public struct TrainingGraph: Sendable {
                 } else {
                     save(node.inputs[0], owner: node.name)
                 }
-                output = InferenceSession.evaluate(node.operation, operands, activation: nil)
+                output = Self.evaluate(node.operation, operands)
             } else {
                 let input = node.inputs[0]
                 if Self.runsInPlace(node.operation), lastSuffixUse[input] == position, input != logitsName,
@@ -463,7 +484,7 @@ public struct TrainingGraph: Sendable {
                     values[input] = nil
                     output = Self.evaluateInPlace(node.operation, operands.removeFirst(), operands)
                 } else {
-                    output = InferenceSession.evaluate(node.operation, operands, activation: nil)
+                    output = Self.evaluate(node.operation, operands)
                 }
                 values[node.output] = output
                 if case .activation(let activation) = node.operation, let mask = ActivationMask(activation, output: output) {
@@ -492,6 +513,17 @@ public struct TrainingGraph: Sendable {
         let memory = BackwardMemory(layers: layers.map { ($0.node, layerBytes[$0.node] ?? 0) }, otherBytes: other)
         return ForwardPass(logits: logits, memory: memory, savedValues: saved, savedCores: cores, savedMasks: masks,
                            inputShapes: inputShapes)
+    }
+
+    /// One operator of the trained part, forward: convolutions take the batched path
+    /// (`batchedConv2d`, images side by side where the planes are small), the rest are the
+    /// inference kernels.
+    private static func evaluate(_ operation: Operator, _ operands: [Tensor]) -> Tensor {
+        if case .convolution(let convolution) = operation {
+            return batchedConv2d(operands[0], weight: operands[1], bias: operands.count > 2 ? operands[2] : nil,
+                                 convolution: convolution)
+        }
+        return InferenceSession.evaluate(operation, operands, activation: nil)
     }
 
     /// The value operands a non-trained suffix node keeps for its backward.

@@ -171,11 +171,8 @@ public struct Trainer: Sendable {
             throw .numeric(reason: "training step \(stepNumber): the gradient of '\(culprit)' is not finite (norm \(norm)); the update was not applied — lower the learning rate")
         }
         let rate = learningRate
-        var parameters: [String: Tensor] = [:]
-        for name in runner.trainedParameterNames { parameters[name] = runner.parameter(name) }
-        optimizer.update(&parameters, gradients: gradients, learningRate: rate)
-        for name in runner.trainedParameterNames {
-            if let value = parameters[name] { runner.setParameter(name, to: value) }
+        runner.updateTrainedParameters { parameters in
+            optimizer.update(&parameters, gradients: gradients, learningRate: rate)
         }
         return StepResult(loss: loss, accuracy: Float(correct) / Float(max(labels.count, 1)), correct: correct,
                           memory: memory, learningRate: rate, gradientNorm: norm, peakResidentBytes: peakResidentBytes())

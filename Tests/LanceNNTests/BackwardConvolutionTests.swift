@@ -127,4 +127,23 @@ struct BackwardConvolutionTests {
         let dw = conv2dWeightGradient(input: x, outputGradient: dy, weightShape: w.shape, convolution: convolution)
         #expect(dw.isClose(to: BackwardReference.weightGradient(x, dy, weightShape: w.shape, convolution), absolute: 1e-4))
     }
+
+    /// [kernel, stride, padding, batch, size]
+    @Test("the batched forward (images side by side) is conv2d's, and the 1×1 input gradient the definition",
+          arguments: [[1, 1, 0, 5, 7], [1, 1, 0, 32, 4], [3, 2, 1, 5, 9], [3, 1, 1, 3, 6], [1, 1, 0, 3, 40]])
+    func batchedForward(_ parameters: [Int]) {
+        let (kernel, stride, padding, batch, size) = (parameters[0], parameters[1], parameters[2], parameters[3], parameters[4])
+        let convolution = Convolution(window: WindowGeometry(kernelSize: [kernel, kernel], strides: [stride, stride],
+                                                             padding: .explicit(top: padding, left: padding, bottom: padding, right: padding)))
+        let x = Tensor.random(shape: [batch, 6, size, size], seed: 41)
+        let w = Tensor.random(shape: [5, 6, kernel, kernel], seed: 42)
+        let bias = Tensor.random(shape: [5], seed: 43)
+        let y = batchedConv2d(x, weight: w, bias: bias, convolution: convolution)
+        #expect(y.isClose(to: conv2d(x, weight: w, bias: bias, convolution: convolution), absolute: 1e-5, relative: 1e-5))
+        #expect(batchedConv2d(x, weight: w, bias: nil, convolution: convolution)
+            .isClose(to: conv2d(x, weight: w, bias: nil, convolution: convolution), absolute: 1e-5, relative: 1e-5))
+        let dy = Tensor.random(shape: y.shape, seed: 44)
+        let dx = conv2dInputGradient(outputGradient: dy, weight: w, inputShape: x.shape, convolution: convolution)
+        #expect(dx.isClose(to: BackwardReference.inputGradient(dy, w, inputShape: x.shape, convolution), absolute: 1e-5))
+    }
 }

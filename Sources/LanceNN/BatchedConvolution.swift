@@ -1,0 +1,102 @@
+import LanceCore
+import LanceLinalg
+import LanceModel
+
+/// A convolution's output computed for throughput over a whole batch — what a training step runs:
+///
+/// ```
+/// Y[n, m, oh, ow] = B[m] + Σ_{c, i, j} W[m, c, i, j] · Xpad[n, c, oh·sH + i·dH, ow·sW + j·dW]
+/// ```
+///
+/// For `groups == 1` and output planes of at most `batchedPlaneLimit` pixels (the late layers of
+/// a CNN), chunks of images are laid side by side as one im2col matrix `cols[C·kH·kW, n·H'·W']`
+/// and multiplied by W in one single-threaded `gemm` per chunk, the chunks shared by the cores.
+/// A per-image product of a 7×7 plane has 49 columns, and OpenBLAS then spends much of its time
+/// packing W, once per image. Other convolutions are `conv2d`'s.
+///
+/// Unlike `conv2d`, an image's result can differ in the last bits with the batch it comes in
+/// (inference keeps `conv2d`, whose results do not depend on how a batch is sliced).
+///
+/// - Parameters:
+///   - input: X `[N, C, H, W]`.
+///   - weight: W `[M, C / groups, kH, kW]`.
+///   - bias: B `[M]`, or `nil`.
+///   - convolution: stride, dilation, padding and groups.
+/// - Returns: Y `[N, M, H', W']`.
+public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution) -> Tensor {
+    guard convolution.groups == 1, input.rank == 4, weight.rank == 4, input.shape[0] > 1 else {
+        return conv2d(input, weight: weight, bias: bias, convolution: convolution)
+    }
+    let output = convolution.window.outputSize(height: input.shape[2], width: input.shape[3])
+    let plane = output.height * output.width
+    guard plane > 0, plane <= batchedPlaneLimit else {
+        return conv2d(input, weight: weight, bias: bias, convolution: convolution)
+    }
+    let outputShape = [input.shape[0], weight.shape[0], output.height, output.width]
+    let layout = ConvolutionBackwardLayout(inputShape: input.shape, weightShape: weight.shape, convolution: convolution,
+                                           outputGradientShape: outputShape)
+    let g = layout.geometry
+    let depth = layout.channels * g.kernelHeight * g.kernelWidth
+    let outputs = layout.outputChannels
+    let copiesPlanes = g.kernelHeight == 1 && g.kernelWidth == 1 && g.strideHeight == 1 && g.strideWidth == 1
+        && g.padTop == 0 && g.padLeft == 0 && g.inputPlane == plane
+    // As many chunks as the scratch limit needs, rounded up to a multiple of the cores.
+    let largest = imageChunkSize(layout: layout, depth: depth, plane: plane, floats: 1 << 18)
+    let workers = min(availableKernelThreads, layout.batch)
+    let needed = (layout.batch + largest - 1) / largest
+    let chunk = (layout.batch + (needed + workers - 1) / workers * workers - 1) / ((needed + workers - 1) / workers * workers)
+    let chunks = (layout.batch + chunk - 1) / chunk
+    return Tensor(shape: outputShape) { out in
+        input.withUnsafeBufferPointer { xBuffer in
+            weight.withUnsafeBufferPointer { wBuffer in
+                withOptionalBuffer(bias) { biasPointer in
+                    nonisolated(unsafe) let (x, w, y, b) = (xBuffer.baseAddress!, wBuffer.baseAddress!, out.baseAddress!, biasPointer)
+                    BLASThreads.withSingleThread {
+                        parallelFor(chunks) { range in
+                            let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
+                            let products = UnsafeMutablePointer<Float>.allocate(capacity: outputs * chunk * plane)
+                            let image = copiesPlanes ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
+                            defer {
+                                columns.deallocate()
+                                products.deallocate()
+                                image?.deallocate()
+                            }
+                            for index in range {
+                                let images = (index * chunk)..<min((index + 1) * chunk, layout.batch)
+                                let width = images.count * plane
+                                // cols[f, i·plane + p]: image n_i's im2col matrix (its planes for a 1×1 kernel).
+                                for (offset, n) in images.enumerated() {
+                                    let source: UnsafePointer<Float>
+                                    if let image {
+                                        gatherPatchColumns(x + n * layout.channels * g.inputPlane, channelCount: layout.channels,
+                                                           geometry: g, into: image)
+                                        source = UnsafePointer(image)
+                                    } else {
+                                        source = x + n * layout.channels * g.inputPlane
+                                    }
+                                    for row in 0..<depth {
+                                        (columns + row * width + offset * plane).update(from: source + row * plane, count: plane)
+                                    }
+                                }
+                                gemm(m: outputs, n: width, k: depth, a: w, lda: depth, b: columns, ldb: width,
+                                     beta: 0, c: products, ldc: width)
+                                for (offset, n) in images.enumerated() {
+                                    for m in 0..<outputs {
+                                        let target = y + (n * outputs + m) * plane
+                                        let source = products + m * width + offset * plane
+                                        if let b {
+                                            let shift = b[m]
+                                            for p in 0..<plane { target[p] = source[p] + shift }
+                                        } else {
+                                            target.update(from: source, count: plane)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
