@@ -150,6 +150,7 @@ public struct TrainCommand: ParsableCommand {
     }
 
     public func run() throws {
+        if !cacheFeatures { mapLargeBlocks() }
         if let addTask { return try runAddTask(addTask) }
         let started = Date()
         let output = self.output ?? container
