@@ -9,7 +9,10 @@ import LanceCore
 /// One file per feature, `samples × elements` float32, in a temporary folder removed on `deinit`.
 /// The files are written and read with `pwrite`/`pread`, not mapped: their pages stay in the
 /// kernel's page cache (reclaimable) and never count towards the process's resident memory.
-final class FeatureCache {
+///
+/// `batch(_:)` only reads, so it may run on another thread (`PrefetchedBatch`) while the caller
+/// checks `contains(_:)`; nothing may `store` meanwhile.
+final class FeatureCache: @unchecked Sendable {
     private let folder: URL
     private let sampleCount: Int
     private var storage: [String: (shape: [Int], elements: Int, descriptor: Int32, path: String)] = [:]
@@ -82,5 +85,30 @@ final class FeatureCache {
             }
         }
         return (features, indices.map { labels[$0] })
+    }
+}
+
+/// One batch read from a `FeatureCache` on a background thread, so that the read (6 MiB per batch
+/// for MobileNetV2's last two convolutions at 224×224) overlaps the training step before it.
+final class PrefetchedBatch: @unchecked Sendable {
+    /// The samples being read.
+    let indices: [Int]
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<(features: [String: Tensor], labels: [Int]), Error>?
+
+    /// Starts reading `indices` (all stored) from `cache`.
+    init(_ cache: FeatureCache, indices: [Int]) {
+        self.indices = indices
+        DispatchQueue.global(qos: .userInitiated).async {
+            self.result = Result { try cache.batch(indices) }
+            self.done.signal()
+        }
+    }
+
+    /// The batch, once read (or the read's error).
+    func wait() throws -> (features: [String: Tensor], labels: [Int]) {
+        done.wait()
+        defer { result = nil }
+        return try result!.get()
     }
 }

@@ -283,6 +283,7 @@ public struct TrainCommand: ParsableCommand {
             var lossSum = 0.0, correct = 0, seen = 0, step = 0
             var trainedBytes = 0, otherBytes = 0
             var position = 0
+            var prefetched: PrefetchedBatch?
             while position + batch <= iterator.order.count {
                 let indices = Array(iterator.order[position..<(position + batch)])
                 position += batch
@@ -312,14 +313,24 @@ public struct TrainCommand: ParsableCommand {
                 let features: [String: Tensor]
                 let labels: [Int]
                 if let cache {
-                    // Only the samples not cached yet run through the frozen part (per sample, so the
-                    // features do not depend on the batch they came with).
-                    let missing = indices.filter { !cache.contains([$0]) }
-                    if !missing.isEmpty {
-                        let computed = try frozenFeatures(of: missing)
-                        try cache.store(computed.features, labels: computed.labels, indices: missing)
+                    if let ready = prefetched, ready.indices == indices {
+                        (features, labels) = try ready.wait()
+                    } else {
+                        // Only the samples not cached yet run through the frozen part (per sample, so
+                        // the features do not depend on the batch they came with).
+                        let missing = indices.filter { !cache.contains([$0]) }
+                        if !missing.isEmpty {
+                            let computed = try frozenFeatures(of: missing)
+                            try cache.store(computed.features, labels: computed.labels, indices: missing)
+                        }
+                        (features, labels) = try cache.batch(indices)
                     }
-                    (features, labels) = try cache.batch(indices)
+                    // The next batch, when cached already, is read while this one trains.
+                    prefetched = nil
+                    if position + batch <= iterator.order.count {
+                        let next = Array(iterator.order[position..<(position + batch)])
+                        if cache.contains(next) { prefetched = PrefetchedBatch(cache, indices: next) }
+                    }
                 } else {
                     (features, labels) = try frozenFeatures(of: indices)
                 }

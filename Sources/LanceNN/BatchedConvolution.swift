@@ -22,15 +22,17 @@ import LanceModel
 ///   - weight: W `[M, C / groups, kH, kW]`.
 ///   - bias: B `[M]`, or `nil`.
 ///   - convolution: stride, dilation, padding and groups.
-/// - Returns: Y `[N, M, H', W']`.
-public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution) -> Tensor {
+///   - activation: applied to Y in the same pass, or `nil`.
+/// - Returns: Y `[N, M, H', W']` (activated).
+public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convolution: Convolution,
+                          activation: Activation? = nil) -> Tensor {
     guard convolution.groups == 1, input.rank == 4, weight.rank == 4, input.shape[0] > 1 else {
-        return conv2d(input, weight: weight, bias: bias, convolution: convolution)
+        return conv2d(input, weight: weight, bias: bias, convolution: convolution, activation: activation)
     }
     let output = convolution.window.outputSize(height: input.shape[2], width: input.shape[3])
     let plane = output.height * output.width
     guard plane > 0, plane <= batchedPlaneLimit else {
-        return conv2d(input, weight: weight, bias: bias, convolution: convolution)
+        return conv2d(input, weight: weight, bias: bias, convolution: convolution, activation: activation)
     }
     let outputShape = [input.shape[0], weight.shape[0], output.height, output.width]
     let layout = ConvolutionBackwardLayout(inputShape: input.shape, weightShape: weight.shape, convolution: convolution,
@@ -90,6 +92,7 @@ public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convol
                                         } else {
                                             target.update(from: source, count: plane)
                                         }
+                                        if let activation { applyActivation(activation, to: target, count: plane) }
                                     }
                                 }
                             }

@@ -165,12 +165,30 @@ public func lowRankConv2dWeightGradient(compressed: TuckerCore, outputGradient: 
 ///
 /// Returns Z₄ as `[C', r₁, 1, 1]`, the same tensor as the general chain's step 4.
 private func pointwiseChannelGradient(compressed: TuckerCore, outputGradient: Tensor) -> Tensor {
-    let (batch, outputChannels) = (outputGradient.shape[0], outputGradient.shape[1])
-    let plane = outputGradient.shape[2] * outputGradient.shape[3]
+    let outputChannels = outputGradient.shape[1]
     let ranks = compressed.ranks
-    let (r0, r1, r2, r3) = (ranks[0], ranks[1], ranks[2], ranks[3])
+    let (r0, spatialRank) = (ranks[0], ranks[2] * ranks[3])
+    let reduced = spatiallyReduced(outputGradient, compressed: compressed)
+    var z1 = [Float](repeating: 0, count: r0 * outputChannels * spatialRank)
+    reduced.withUnsafeBufferPointer { a in
+        compressed.factors[0].withUnsafeBufferPointer { u0 in
+            z1.withUnsafeMutableBufferPointer { z in
+                gemm(transposeA: true, m: r0, n: outputChannels * spatialRank, k: outputGradient.shape[0], a: u0.baseAddress!,
+                     lda: r0, b: a.baseAddress!, ldb: outputChannels * spatialRank, c: z.baseAddress!, ldc: outputChannels * spatialRank)
+            }
+        }
+    }
+    return contractedWithCore(z1, outputChannels: outputChannels, compressed: compressed)
+}
+
+/// `A[b, m, k₂, k₃] = Σ_{h, w} G[b, m, h, w] · U₂[h, k₂] · U₃[w, k₃]` for a gradient `G` `[B, M, H, W]`
+/// and the spatial factors of `compressed` (one gemm with `U₂ ⊗ U₃`); `[B·M·r₂·r₃]`.
+private func spatiallyReduced(_ gradient: Tensor, compressed: TuckerCore) -> [Float] {
+    let rows = gradient.shape[0] * gradient.shape[1]
+    let width = gradient.shape[3]
+    let plane = gradient.shape[2] * width
+    let (r2, r3) = (compressed.ranks[2], compressed.ranks[3])
     let spatialRank = r2 * r3
-    let width = outputGradient.shape[3]
     // P[h·W + w, k₂·r₃ + k₃] = U₂[h, k₂] · U₃[w, k₃].
     var spatial = [Float](repeating: 0, count: plane * spatialRank)
     compressed.factors[2].withUnsafeBufferPointer { u2 in
@@ -181,23 +199,22 @@ private func pointwiseChannelGradient(compressed: TuckerCore, outputGradient: Te
             }
         }
     }
-    var reduced = [Float](repeating: 0, count: batch * outputChannels * spatialRank)
-    var z1 = [Float](repeating: 0, count: r0 * outputChannels * spatialRank)
-    outputGradient.withUnsafeBufferPointer { dy in
+    var reduced = [Float](repeating: 0, count: rows * spatialRank)
+    gradient.withUnsafeBufferPointer { g in
         reduced.withUnsafeMutableBufferPointer { a in
             spatial.withUnsafeBufferPointer { p in
-                gemm(m: batch * outputChannels, n: spatialRank, k: plane, a: dy.baseAddress!, lda: plane,
-                     b: p.baseAddress!, ldb: spatialRank, c: a.baseAddress!, ldc: spatialRank)
-            }
-            compressed.factors[0].withUnsafeBufferPointer { u0 in
-                z1.withUnsafeMutableBufferPointer { z in
-                    gemm(transposeA: true, m: r0, n: outputChannels * spatialRank, k: batch, a: u0.baseAddress!, lda: r0,
-                         b: UnsafePointer(a.baseAddress!), ldb: outputChannels * spatialRank, c: z.baseAddress!,
-                         ldc: outputChannels * spatialRank)
-                }
+                gemm(m: rows, n: spatialRank, k: plane, a: g.baseAddress!, lda: plane, b: p.baseAddress!, ldb: spatialRank,
+                     c: a.baseAddress!, ldc: spatialRank)
             }
         }
     }
+    return reduced
+}
+
+/// `Z₄[c', k₁] = Σ_{k₀, k₂, k₃} Z₁[k₀, c', k₂, k₃] · S[k₀, k₁, k₂, k₃]` as `[C', r₁, 1, 1]`.
+private func contractedWithCore(_ z1: [Float], outputChannels: Int, compressed: TuckerCore) -> Tensor {
+    let ranks = compressed.ranks
+    let (r0, r1, spatialRank) = (ranks[0], ranks[1], ranks[2] * ranks[3])
     // Z₁ as [C', r₀·r₂·r₃] and S as [r₀·r₂·r₃, r₁].
     let inner = r0 * spatialRank
     var arrangedZ1 = [Float](repeating: 0, count: outputChannels * inner)
@@ -218,6 +235,82 @@ private func pointwiseChannelGradient(compressed: TuckerCore, outputGradient: Te
             }
         }
     }
+}
+
+/// Whether a convolution is pointwise: a 1×1 kernel with stride 1 and no padding, so that its
+/// input gradient is `dX[b, c, h, w] = Σ_m W[m, c] · dY[b, m, h, w]` (for one group).
+public func isPointwise(_ convolution: Convolution) -> Bool {
+    let window = convolution.window
+    let pads = window.resolvedPadding(height: 1, width: 1)
+    return window.kernelSize == [1, 1] && window.strides == [1, 1] && pads == (0, 0, 0, 0)
+}
+
+/// The LANCE weight and bias gradients of a pointwise convolution (`isPointwise`) whose output
+/// feeds only a second pointwise convolution of one group, from that convolution's weight `V`
+/// `[M, C', 1, 1]` and output gradient `dZ` `[B, M, H, W]`, without forming the output gradient
+/// `dY[b, c', h, w] = Σ_m V[m, c'] · dZ[b, m, h, w]` (an `M·C'·B·H·W` product). Every contraction of
+/// the pointwise chain (`pointwiseChannelGradient`) is linear in dY, so V is applied last, to
+/// rank-sized tensors:
+///
+/// ```
+/// A[b, m, k₂, k₃]    = Σ_{h, w} dZ[b, m, h, w] · U₂[h, k₂] · U₃[w, k₃]            [B·M, r₂·r₃]
+/// C[k₀, m, k₂, k₃]   = Σ_b U₀[b, k₀] · A[b, m, k₂, k₃]                            [r₀, M·r₂·r₃]
+/// Z₁[k₀, c', k₂, k₃] = Σ_m V[m, c'] · C[k₀, m, k₂, k₃]                            r₀ gemms
+/// dW                 = the chain's Z₄ and step 5 from Z₁;   dB[c'] = Σ_m V[m, c'] · Σ_{b, h, w} dZ[b, m, h, w]
+/// ```
+///
+/// The result equals `lowRankConv2dWeightGradient` and `conv2dBiasGradient` on the materialized dY.
+///
+/// - Parameters:
+///   - compressed: the core and factors of the convolution's input `[B, C, H, W]`.
+///   - weightShape: `[C', C / groups, 1, 1]`; `groups`: the convolution's groups.
+///   - nextWeight: V `[M, C', 1, 1]`.
+///   - nextOutputGradient: dZ `[B, M, H, W]`.
+/// - Returns: dW with `weightShape`, and dB `[C']`.
+public func lowRankPointwiseGradients(compressed: TuckerCore, weightShape: [Int], groups: Int, nextWeight: Tensor,
+                                      nextOutputGradient: Tensor) -> (weight: Tensor, bias: Tensor) {
+    let (batch, nextChannels) = (nextOutputGradient.shape[0], nextOutputGradient.shape[1])
+    let outputChannels = weightShape[0]
+    precondition(compressed.inputShape.count == 4 && nextWeight.shape == [nextChannels, outputChannels, 1, 1]
+                 && nextOutputGradient.rank == 4 && batch == compressed.inputShape[0]
+                 && Array(nextOutputGradient.shape[2...]) == Array(compressed.inputShape[2...]),
+                 "the following convolution \(nextWeight.shape) and its output gradient \(nextOutputGradient.shape) do not fit a pointwise convolution of \(outputChannels) outputs on \(compressed.inputShape)")
+    let ranks = compressed.ranks
+    let (r0, spatialRank) = (ranks[0], ranks[2] * ranks[3])
+    let reduced = spatiallyReduced(nextOutputGradient, compressed: compressed)
+    var batchReduced = [Float](repeating: 0, count: r0 * nextChannels * spatialRank)
+    var z1 = [Float](repeating: 0, count: r0 * outputChannels * spatialRank)
+    reduced.withUnsafeBufferPointer { a in
+        compressed.factors[0].withUnsafeBufferPointer { u0 in
+            batchReduced.withUnsafeMutableBufferPointer { c in
+                gemm(transposeA: true, m: r0, n: nextChannels * spatialRank, k: batch, a: u0.baseAddress!, lda: r0,
+                     b: a.baseAddress!, ldb: nextChannels * spatialRank, c: c.baseAddress!, ldc: nextChannels * spatialRank)
+            }
+        }
+    }
+    nextWeight.withUnsafeBufferPointer { v in
+        batchReduced.withUnsafeBufferPointer { c in
+            z1.withUnsafeMutableBufferPointer { z in
+                for k0 in 0..<r0 {
+                    gemm(transposeA: true, m: outputChannels, n: spatialRank, k: nextChannels, a: v.baseAddress!, lda: outputChannels,
+                         b: c.baseAddress! + k0 * nextChannels * spatialRank, ldb: spatialRank,
+                         c: z.baseAddress! + k0 * outputChannels * spatialRank, ldc: spatialRank)
+                }
+            }
+        }
+    }
+    let z4 = contractedWithCore(z1, outputChannels: outputChannels, compressed: compressed)
+    let weight = contractChannelFactor(z4, channelFactor: compressed.factors[1], weightShape: weightShape, groups: groups)
+    let nextBias = conv2dBiasGradient(outputGradient: nextOutputGradient)
+    let bias = Tensor(shape: [outputChannels]) { out in
+        nextWeight.withUnsafeBufferPointer { v in
+            nextBias.withUnsafeBufferPointer { s in
+                gemm(transposeA: true, m: outputChannels, n: 1, k: nextChannels, a: v.baseAddress!, lda: outputChannels,
+                     b: s.baseAddress!, ldb: 1, c: out.baseAddress!, ldc: 1)
+            }
+        }
+    }
+    return (weight, bias)
 }
 
 /// `factor` `[d, r]` with `before` zero rows on top and `after` below: `[before + d + after, r]`.

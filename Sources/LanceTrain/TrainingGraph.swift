@@ -144,6 +144,12 @@ public struct TrainingGraph: Sendable {
     private let parameterIndex: [String: Int]
     /// Per trained node, its calibrated bases (`lance` only).
     private let bases: [String: LayerBases]
+    /// Suffix values whose gradient is passed on as the reading convolution's weight and output
+    /// gradient instead of being formed (see `init`).
+    private let deferredGradients: Set<String>
+    /// By suffix position of a convolution: the activation of the next node, run in the
+    /// convolution's kernel (see `init`).
+    private let fusedActivations: [Int: Activation]
 
     /// Prepares a graph for training.
     ///
@@ -264,6 +270,38 @@ public struct TrainingGraph: Sendable {
             }
         }
         self.bases = bases
+
+        // Values whose gradient the backward pass never forms (`lowRankPointwiseGradients`): the
+        // output of a compressed pointwise convolution whose input carries no gradient, read only
+        // by a trained pointwise convolution of one group.
+        var deferred: Set<String> = []
+        if method != .full {
+            for producerNode in suffix {
+                guard let layer = trainedByNode[producerNode.name], layer.kind != .linear,
+                      case .convolution(let convolution) = producerNode.operation, isPointwise(convolution),
+                      !requiresGradient.contains(producerNode.inputs[0]),
+                      bases[producerNode.name].map({ $0.modes.count == 4 }) ?? true else { continue }
+                let value = producerNode.output
+                let readers = suffix.filter { $0.inputs.contains(value) }
+                guard value != logits, readers.count == 1, let reader = readers.first, trainedByNode[reader.name] != nil,
+                      case .convolution(let next) = reader.operation, isPointwise(next), next.groups == 1,
+                      reader.inputs[0] == value, !reader.inputs.dropFirst().contains(value) else { continue }
+                deferred.insert(value)
+            }
+        }
+        self.deferredGradients = deferred
+
+        // Convolutions whose output only an activation stored as a mask reads (the next node):
+        // the activation runs in the convolution's kernel, and its node only records the mask.
+        var fusedActivations: [Int: Activation] = [:]
+        for (position, node) in suffix.enumerated().dropLast() {
+            let next = suffix[position + 1]
+            guard case .convolution = node.operation, case .activation(let activation) = next.operation,
+                  ActivationMask.applies(to: activation), next.inputs == [node.output], node.output != logits,
+                  suffix.filter({ $0.inputs.contains(node.output) }).count == 1 else { continue }
+            fusedActivations[position] = activation
+        }
+        self.fusedActivations = fusedActivations
     }
 
     /// Why an operator cannot pass gradients to the operands at `gradientOperands`, or `nil`.
@@ -433,9 +471,20 @@ public struct TrainingGraph: Sendable {
             saved[name] = value
             if !owner.isEmpty || savedOwner[name] == nil { savedOwner[name] = owner }
         }
+        // The output of an activation computed with the convolution before it (`fusedActivations`).
+        var fusedOutput: Tensor?
         for (position, node) in suffix.enumerated() {
+            if let activated = fusedOutput.take() {
+                inputShapes.append([activated.shape])
+                if case .activation(let activation) = node.operation, let mask = ActivationMask(activation, output: activated) {
+                    masks[node.output] = mask
+                }
+                values[node.output] = activated
+                continue
+            }
             var operands = node.inputs.map(operand)
             inputShapes.append(operands.map(\.shape))
+            let fused = fusedActivations[position]
             let output: Tensor
             if let layer = trainedByNode[node.name] {
                 if compresses(layer) {
@@ -474,7 +523,7 @@ public struct TrainingGraph: Sendable {
                 } else {
                     save(node.inputs[0], owner: node.name)
                 }
-                output = Self.evaluate(node.operation, operands)
+                output = Self.evaluate(node.operation, operands, activation: fused)
             } else {
                 let input = node.inputs[0]
                 if Self.runsInPlace(node.operation), lastSuffixUse[input] == position, input != logitsName,
@@ -484,7 +533,7 @@ public struct TrainingGraph: Sendable {
                     values[input] = nil
                     output = Self.evaluateInPlace(node.operation, operands.removeFirst(), operands)
                 } else {
-                    output = Self.evaluate(node.operation, operands)
+                    output = Self.evaluate(node.operation, operands, activation: fused)
                 }
                 values[node.output] = output
                 if case .activation(let activation) = node.operation, let mask = ActivationMask(activation, output: output) {
@@ -493,7 +542,13 @@ public struct TrainingGraph: Sendable {
                 for name in savedInputs(of: node) { save(name) }
                 if savedOutput(of: node) { save(node.output) }
             }
-            values[node.output] = output
+            if fused != nil {
+                // Only the activation reads this output: it is the activation's, handed on.
+                values[node.output] = nil
+                fusedOutput = output
+            } else {
+                values[node.output] = output
+            }
             for name in node.inputs where lastSuffixUse[name] == position && name != logitsName { values[name] = nil }
         }
         guard let logits = values[logitsName], logits.rank == 2, logits.shape[0] == batchSize else {
@@ -518,12 +573,12 @@ public struct TrainingGraph: Sendable {
     /// One operator of the trained part, forward: convolutions take the batched path
     /// (`batchedConv2d`, images side by side where the planes are small), the rest are the
     /// inference kernels.
-    private static func evaluate(_ operation: Operator, _ operands: [Tensor]) -> Tensor {
+    private static func evaluate(_ operation: Operator, _ operands: [Tensor], activation: Activation? = nil) -> Tensor {
         if case .convolution(let convolution) = operation {
             return batchedConv2d(operands[0], weight: operands[1], bias: operands.count > 2 ? operands[2] : nil,
-                                 convolution: convolution)
+                                 convolution: convolution, activation: activation)
         }
-        return InferenceSession.evaluate(operation, operands, activation: nil)
+        return InferenceSession.evaluate(operation, operands, activation: activation)
     }
 
     /// The value operands a non-trained suffix node keeps for its backward.
@@ -610,13 +665,31 @@ public struct TrainingGraph: Sendable {
         func savedOrParameter(_ name: String) -> Tensor? {
             pass.savedValues[name] ?? parameter(name)
         }
+        // Output gradients not formed: the reading pointwise convolution's weight and output gradient.
+        var deferred: [String: (weight: Tensor, outputGradient: Tensor)] = [:]
         for position in suffix.indices.reversed() {
             let node = suffix[position]
+            if let pending = deferred.removeValue(forKey: node.output), let core = pass.savedCores.removeValue(forKey: node.name),
+               case .convolution(let convolution) = node.operation, let weight = parameter(node.inputs[1]) {
+                // Small gemms (rank-sized), on one thread like the other low-rank gradients.
+                let result = ForwardExecution.withSingleThreadedBLAS {
+                    lowRankPointwiseGradients(compressed: core, weightShape: weight.shape, groups: convolution.groups,
+                                              nextWeight: pending.weight, nextOutputGradient: pending.outputGradient)
+                }
+                accumulate(node.inputs[1], result.weight)
+                if node.inputs.count > 2 { accumulate(node.inputs[2], result.bias) }
+                continue
+            }
             guard let dy = gradients.removeValue(forKey: node.output) else { continue }
             if kept.contains(node.output) { valueGradients[node.output] = dy }
             let shapes = pass.inputShapes[position]
-            let carries = node.inputs.map { requiresGradient.contains($0) }
+            var carries = node.inputs.map { requiresGradient.contains($0) }
             if let layer = trainedByNode[node.name] {
+                if carries[0], deferredGradients.contains(node.inputs[0]), !kept.contains(node.inputs[0]),
+                   let weight = parameter(node.inputs[1]) {
+                    deferred[node.inputs[0]] = (weight, dy)
+                    carries[0] = false
+                }
                 let core = pass.savedCores.removeValue(forKey: node.name)
                 backwardTrained(node: node, layer: layer, core: core, input: core == nil ? pass.savedValues[node.inputs[0]] : nil,
                                 shapes: shapes, carries: carries, dy: dy, accumulate: accumulate)

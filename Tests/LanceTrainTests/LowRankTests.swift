@@ -183,6 +183,26 @@ struct LowRankTests {
         #expect(R.relativeError(lance, exact) < 1e-4, "relative error \(R.relativeError(lance, exact))")
     }
 
+    @Test("a pointwise convolution's gradients through the next pointwise convolution equal those on the formed dY",
+          arguments: [1, 2])
+    func pointwiseThroughNext(_ groups: Int) {
+        let x = Tensor.random(shape: [6, 4, 5, 5], seed: 90)
+        let factors = R.factors(shape: x.shape, ranks: [3, 2, 2, 1], seed: 91)
+        let convolution = Convolution(window: WindowGeometry(kernelSize: [1, 1]), groups: groups)
+        let weightShape = [6, 4 / groups, 1, 1]
+        let next = Tensor.random(shape: [7, 6, 1, 1], seed: 92)
+        let nextGradient = Tensor.random(shape: [6, 7, 5, 5], seed: 93)
+        let compressed = TuckerCore(projecting: x, factors: factors)
+        let dy = conv2dInputGradient(outputGradient: nextGradient, weight: next, inputShape: [6, 6, 5, 5],
+                                     convolution: Convolution(window: WindowGeometry(kernelSize: [1, 1])))
+        let result = lowRankPointwiseGradients(compressed: compressed, weightShape: weightShape, groups: groups,
+                                               nextWeight: next, nextOutputGradient: nextGradient)
+        let expected = lowRankConv2dWeightGradient(compressed: compressed, outputGradient: dy, weightShape: weightShape,
+                                                   convolution: convolution)
+        #expect(R.relativeError(result.weight, expected) < 1e-5, "relative error \(R.relativeError(result.weight, expected))")
+        #expect(R.relativeError(result.bias, conv2dBiasGradient(outputGradient: dy)) < 1e-5)
+    }
+
     @Test("LANCE's input and bias gradients are full backprop's", arguments: [convCases[1], convCases[9], convCases[14]])
     func convolutionInputGradient(_ testCase: ConvCase) {
         let x = Tensor.random(shape: testCase.input, seed: 56)

@@ -72,6 +72,38 @@ enum SmallNetwork {
     }
 }
 
+/// Two pointwise convolutions in a row: convA (6→5, 1×1) → convB (5→7, 1×1) → clip(0, 6) → global
+/// average pool → flatten → gemm (7→3). Under LANCE the gradient of convA's output is never formed
+/// (`lowRankPointwiseGradients`) unless it is kept.
+enum PointwisePair {
+    static let inputShape = [4, 6, 5, 5]
+
+    static func graph() -> Graph {
+        let pointwise = Convolution(window: WindowGeometry(kernelSize: [1, 1]))
+        let nodes = [
+            Node(name: "convA", operation: .convolution(pointwise), inputs: ["x", "wa", "ba"], output: "ya"),
+            Node(name: "convB", operation: .convolution(pointwise), inputs: ["ya", "wb", "bb"], output: "yb"),
+            Node(name: "clip", operation: .activation(.clip(minimum: 0, maximum: 6)), inputs: ["yb"], output: "r"),
+            Node(name: "pool", operation: .globalAveragePool, inputs: ["r"], output: "p"),
+            Node(name: "flatten", operation: .flatten(axis: 1), inputs: ["p"], output: "f"),
+            Node(name: "fc", operation: .gemm(Gemm(transposeB: true)), inputs: ["f", "wf", "bf"], output: "logits"),
+        ]
+        let parameters = [
+            Parameter(name: "wa", tensor: .random(shape: [5, 6, 1, 1], in: -0.5...0.5, seed: 21)),
+            Parameter(name: "ba", tensor: .random(shape: [5], in: -0.2...0.2, seed: 22)),
+            Parameter(name: "wb", tensor: .random(shape: [7, 5, 1, 1], in: -0.5...0.5, seed: 23)),
+            Parameter(name: "bb", tensor: .random(shape: [7], in: 0...0.5, seed: 24)),
+            Parameter(name: "wf", tensor: .random(shape: [3, 7], in: -1...1, seed: 25)),
+            Parameter(name: "bf", tensor: .random(shape: [3], in: -0.1...0.1, seed: 26)),
+        ]
+        return Graph(name: "pointwise-pair", inputs: [ValueInfo(name: "x", dimensions: [.symbolic("N"), .fixed(6), .fixed(5), .fixed(5)])],
+                     outputs: [ValueInfo(name: "logits", dimensions: [.symbolic("N"), .fixed(3)])],
+                     nodes: nodes, parameters: parameters, provenance: Provenance(sourceFormat: "test", producer: "", formatVersion: ""))
+    }
+
+    static func images(seed: UInt64) -> Tensor { .random(shape: inputShape, in: -1...1, seed: seed) }
+}
+
 func relativeError(_ actual: Tensor, _ expected: Tensor) -> Float {
     let scale = expected.scalars.map(abs).max() ?? 0
     return actual.maxAbsoluteDifference(to: expected) / max(scale, 1e-12)
@@ -176,6 +208,36 @@ struct TrainingGradientTests {
         let expected1 = conv2dWeightGradient(input: reconstructed1, outputGradient: full.gradients.valueGradients["c1"]!,
                                              weightShape: [5, 3, 3, 3], convolution: conv1)
         #expect(relativeError(lance.gradients.parameterGradients["w1"]!, expected1) < 1e-4)
+    }
+
+    @Test("two pointwise convolutions: the gradients without forming the first one's output gradient equal those that form it",
+          arguments: ["lance", "hosvd"])
+    func deferredPointwiseGradient(_ methodName: String) throws {
+        let graph = PointwisePair.graph()
+        let layers = try graph.trainedLayers(.names(["convA", "convB", "fc"]))
+        let method: TrainingMethod
+        if methodName == "lance" {
+            let batches = (0..<3).map { PointwisePair.images(seed: 200 + UInt64($0)) }
+            let result = try calibrateBases(graph: graph, layers: layers, batches: batches, options: CalibrationOptions(energy: 0.7))
+            method = .lance(CalibrationRecord(energy: 0.7, batchSize: result.batchSize, batches: result.batches,
+                                              accumulation: "plain-sum", layerRule: "convA,convB,fc", dataDescription: "random",
+                                              dataFingerprint: "", layers: result.layers))
+        } else {
+            method = .hosvd(energy: 0.7)
+        }
+        let runner = try TrainingGraph(graph: graph, layers: layers, method: method)
+        let images = PointwisePair.images(seed: 11)
+        let labels = [0, 2, 1, 2]
+        let deferred = try runner.lossAndGradients(images: images, labels: labels).gradients.parameterGradients
+        // Keeping ∂loss/∂ya makes the backward pass form it, and convA's gradients come from it.
+        let formed = try runner.lossAndGradients(images: images, labels: labels, keepingValueGradients: ["ya"]).gradients
+        #expect(formed.valueGradients["ya"] != nil)
+        #expect(Set(deferred.keys) == ["wa", "ba", "wb", "bb", "wf", "bf"])
+        for (name, expected) in formed.parameterGradients {
+            let actual = try #require(deferred[name])
+            #expect(expected.scalars.contains { abs($0) > 1e-3 }, "\(name): gradient too small to compare")
+            #expect(relativeError(actual, expected) < 1e-5, "\(name): relative error \(relativeError(actual, expected))")
+        }
     }
 
     @Test("under hosvd the gradient is the dense one on the batch's own reconstruction")
