@@ -315,7 +315,7 @@ public func conv2dBiasGradient(outputGradient: Tensor) -> Tensor {
             parallelFor(channels, minimumPerChunk: max(1, 65_536 / max(1, batch * plane))) { range in
                 for m in range {
                     var sum: Double = 0
-                    for n in 0..<batch { sum += Double(planeSum(dy + (n * channels + m) * plane, count: plane)) }
+                    for n in 0..<batch { sum += Double(laneSum(dy + (n * channels + m) * plane, count: plane)) }
                     sums[m] = Float(sum)
                 }
             }
@@ -323,21 +323,6 @@ public func conv2dBiasGradient(outputGradient: Tensor) -> Tensor {
     }
 }
 
-/// `Σ_k x[k]` in single precision over 16 lanes.
-private func planeSum(_ x: UnsafePointer<Float>, count: Int) -> Float {
-    var lanes = SIMD16<Float>()
-    var k = 0
-    while k + 16 <= count {
-        lanes += UnsafeRawPointer(x + k).loadUnaligned(as: SIMD16<Float>.self)
-        k += 16
-    }
-    var sum = lanes.sum()
-    while k < count {
-        sum += x[k]
-        k += 1
-    }
-    return sum
-}
 
 // MARK: - Layout and patch helpers
 

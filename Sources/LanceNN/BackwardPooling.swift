@@ -179,9 +179,10 @@ public func reduceMeanGradient(inputShape: [Int], axes: [Int]?, keepDimensions: 
         // Trailing axes (global average pooling): each dY element fills one contiguous block.
         let block = inputShape[first...].reduce(1, *)
         return Tensor(shape: inputShape) { out in
-            outputGradient.withUnsafeBufferPointer { dy in
-                for index in 0..<dy.count {
-                    (out.baseAddress! + index * block).initialize(repeating: dy[index] / count, count: block)
+            outputGradient.withUnsafeBufferPointer { dyBuffer in
+                nonisolated(unsafe) let (dy, target) = (dyBuffer.baseAddress!, out.baseAddress!)
+                parallelFor(dyBuffer.count, minimumPerChunk: max(1, 65_536 / max(block, 1))) { indices in
+                    for index in indices { (target + index * block).initialize(repeating: dy[index] / count, count: block) }
                 }
             }
         }

@@ -1,3 +1,4 @@
+import CLanceKernels
 import LanceCore
 import LanceLinalg
 import LanceModel
@@ -80,19 +81,32 @@ public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convol
                                         (columns + row * width + offset * plane).update(from: source + row * plane, count: plane)
                                     }
                                 }
+                                // The bias and activation are applied to the chunk's products, whose rows
+                                // are contiguous (the AVX-512 kernels start each row from its bias and
+                                // clamp ReLU and Clip), and the rows are then copied to their images.
+                                let prefilled = avx512Kernels && b != nil
+                                if prefilled {
+                                    lance_fill_rows_avx512(products, width, Int32(outputs), Int32(width), b, nil, 0)
+                                }
                                 gemm(m: outputs, n: width, k: depth, a: w, lda: depth, b: columns, ldb: width,
-                                     beta: 0, c: products, ldc: width)
+                                     beta: prefilled ? 1 : 0, c: products, ldc: width)
+                                if avx512Kernels, let (clamp, low, high) = clampBounds(activation), clamp {
+                                    lance_shift_clamp_rows_avx512(products, width, Int32(outputs), Int32(width),
+                                                                  prefilled ? nil : b, low, high)
+                                } else if activation != nil || (!prefilled && b != nil) {
+                                    for m in 0..<outputs {
+                                        let row = products + m * width
+                                        let shift = prefilled ? 0 : b?[m] ?? 0
+                                        if let activation {
+                                            applyActivation(activation, to: row, count: width, adding: shift)
+                                        } else {
+                                            for k in 0..<width { row[k] += shift }
+                                        }
+                                    }
+                                }
                                 for (offset, n) in images.enumerated() {
                                     for m in 0..<outputs {
-                                        let target = y + (n * outputs + m) * plane
-                                        let source = products + m * width + offset * plane
-                                        if let b {
-                                            let shift = b[m]
-                                            for p in 0..<plane { target[p] = source[p] + shift }
-                                        } else {
-                                            target.update(from: source, count: plane)
-                                        }
-                                        if let activation { applyActivation(activation, to: target, count: plane) }
+                                        (y + (n * outputs + m) * plane).update(from: products + m * width + offset * plane, count: plane)
                                     }
                                 }
                             }

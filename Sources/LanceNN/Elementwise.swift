@@ -156,12 +156,12 @@ public func reduceMean(_ input: Tensor, axes: [Int]?, keepDimensions: Bool) -> T
     let shape = keepDimensions ? keptShape : (0..<rank).filter { !reduced.contains($0) }.map { input.shape[$0] }
     if !reduced.isEmpty, reduced == Set((rank - reduced.count)..<rank) {
         // Trailing axes (a spatial mean): each output is the mean of one contiguous run.
+        // Rows summed over 16 lanes, shared by the cores.
         return Tensor(shape: shape) { out in
             input.withUnsafeBufferPointer { x in
-                for row in 0..<out.count {
-                    var sum: Float = 0
-                    for k in (row * count)..<((row + 1) * count) { sum += x[k] }
-                    out[row] = sum / Float(count)
+                nonisolated(unsafe) let (source, target) = (x.baseAddress!, out.baseAddress!)
+                parallelFor(out.count, minimumPerChunk: max(1, 65_536 / count)) { rows in
+                    for row in rows { target[row] = laneSum(source + row * count, count: count) / Float(count) }
                 }
             }
         }
@@ -183,4 +183,20 @@ public func reduceMean(_ input: Tensor, axes: [Int]?, keepDimensions: Bool) -> T
         }
     }
     return Tensor(shape: shape, scalars: sums.map { Float($0 / Double(count)) })
+}
+
+/// `Σ_k x[k]` in single precision over 16 lanes (then the lanes, then the tail).
+func laneSum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD16<Float>()
+    var k = 0
+    while k + 16 <= count {
+        lanes += UnsafeRawPointer(x + k).loadUnaligned(as: SIMD16<Float>.self)
+        k += 16
+    }
+    var sum = lanes.sum()
+    while k < count {
+        sum += x[k]
+        k += 1
+    }
+    return sum
 }
