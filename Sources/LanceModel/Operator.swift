@@ -166,6 +166,13 @@ public struct Convolution: Sendable, Equatable {
         self.window = window
         self.groups = groups
     }
+
+    /// Whether the kernel is 1×1 with stride 1 and no padding: each output pixel reads the same
+    /// input pixel, `Y[n, m, p] = B[m] + Σ_c W[m, c] · X[n, c, p]` (one group), so the input
+    /// gradient is `dX[n, c, p] = Σ_m W[m, c] · dY[n, m, p]`.
+    public var isPointwise: Bool {
+        window.kernelSize == [1, 1] && window.strides == [1, 1] && window.resolvedPadding(height: 1, width: 1) == (0, 0, 0, 0)
+    }
 }
 
 /// A 2-D pooling's hyperparameters.

@@ -77,8 +77,7 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
     let depth = layout.groupChannels * g.kernelHeight * g.kernelWidth
     let plane = g.outputHeight * g.outputWidth
     // A 1×1 kernel with stride 1 and no padding: the columns are the input gradient's planes.
-    let pointwise = g.kernelHeight == 1 && g.kernelWidth == 1 && g.strideHeight == 1 && g.strideWidth == 1
-        && g.padTop == 0 && g.padLeft == 0 && g.inputPlane == plane
+    let pointwise = g.isPointwise
     return Tensor(shape: inputShape) { out in
         let batched = layout.groups == 1 && plane <= batchedPlaneLimit && depth > 0
         if !(batched && pointwise) { out.initialize(repeating: 0) }
@@ -98,11 +97,11 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
                         parallelFor((layout.batch + chunk - 1) / chunk) { chunks in
                             let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
                             let gradients = UnsafeMutablePointer<Float>.allocate(capacity: layout.outputChannels * chunk * plane)
-                            let image = UnsafeMutablePointer<Float>.allocate(capacity: pointwise ? 1 : depth * plane)
+                            let image = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
                             defer {
                                 columns.deallocate()
                                 gradients.deallocate()
-                                image.deallocate()
+                                image?.deallocate()
                             }
                             for index in chunks {
                                 let images = (index * chunk)..<min((index + 1) * chunk, layout.batch)
@@ -112,11 +111,11 @@ public func conv2dInputGradient(outputGradient: Tensor, weight: Tensor, inputSha
                                 gemm(transposeA: true, m: depth, n: width, k: layout.outputChannels, a: w, lda: depth,
                                      b: gradients, ldb: width, beta: 0, c: columns, ldc: width)
                                 for (offset, n) in images.enumerated() {
-                                    let target = pointwise ? dx + n * layout.channels * g.inputPlane : image
+                                    let target = image ?? dx + n * layout.channels * g.inputPlane
                                     for row in 0..<depth {
                                         (target + row * plane).update(from: columns + row * width + offset * plane, count: plane)
                                     }
-                                    if !pointwise {
+                                    if let image {
                                         scatterPatchColumns(image, channelCount: layout.channels, geometry: g,
                                                             into: dx + n * layout.channels * g.inputPlane)
                                     }
@@ -275,26 +274,38 @@ private func forImageChunks(layout: ConvolutionBackwardLayout, depth: Int, plane
 }
 
 /// Images per chunk of `forImageChunks`: what keeps each scratch matrix near 256 Ki floats.
-func imageChunkSize(layout: ConvolutionBackwardLayout, depth: Int, plane: Int, floats: Int = 1 << 18) -> Int {
-    max(1, min(layout.batch, floats / max(max(depth, layout.outputChannels) * plane, 1)))
+func imageChunkSize(layout: ConvolutionBackwardLayout, depth: Int, plane: Int) -> Int {
+    max(1, min(layout.batch, (1 << 18) / max(max(depth, layout.outputChannels) * plane, 1)))
 }
 
 /// Lays the images of a chunk side by side: `gradients[m, i·plane + p] = dY[n_i, m, p]` and, with
-/// an input, `columns[f, i·plane + p]` = image n_i's im2col matrix.
+/// an input, `columns[f, i·plane + p]` = image n_i's im2col matrix (`gatherColumns`).
 private func gatherImages(_ images: Range<Int>, x: UnsafePointer<Float>?, dy: UnsafePointer<Float>, layout: ConvolutionBackwardLayout,
                           depth: Int, plane: Int, columns: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
     let width = images.count * plane
-    let g = layout.geometry
-    let image = x == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
-    defer { image?.deallocate() }
     for (offset, n) in images.enumerated() {
         for m in 0..<layout.outputChannels {
             (gradients + m * width + offset * plane).update(from: dy + (n * layout.outputChannels + m) * plane, count: plane)
         }
-        if let x, let image {
-            gatherPatchColumns(x + n * layout.channels * g.inputPlane, channelCount: layout.channels, geometry: g, into: image)
-            for row in 0..<depth { (columns + row * width + offset * plane).update(from: image + row * plane, count: plane) }
+    }
+    if let x { gatherColumns(images, x: x, layout: layout, depth: depth, plane: plane, into: columns) }
+}
+
+/// Lays the im2col matrices of a chunk's images side by side: `columns[f, i·plane + p]` =
+/// `cols[f, p]` of image n_i (`depth = C·kH·kW` rows; for a pointwise geometry its planes, copied).
+func gatherColumns(_ images: Range<Int>, x: UnsafePointer<Float>, layout: ConvolutionBackwardLayout, depth: Int, plane: Int,
+                   into columns: UnsafeMutablePointer<Float>) {
+    let width = images.count * plane
+    let g = layout.geometry
+    let image = g.isPointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
+    defer { image?.deallocate() }
+    for (offset, n) in images.enumerated() {
+        var source = x + n * layout.channels * g.inputPlane
+        if let image {
+            gatherPatchColumns(source, channelCount: layout.channels, geometry: g, into: image)
+            source = UnsafePointer(image)
         }
+        for row in 0..<depth { (columns + row * width + offset * plane).update(from: source + row * plane, count: plane) }
     }
 }
 
@@ -322,7 +333,6 @@ public func conv2dBiasGradient(outputGradient: Tensor) -> Tensor {
         }
     }
 }
-
 
 // MARK: - Layout and patch helpers
 
@@ -372,6 +382,12 @@ struct BackwardPlaneGeometry {
 
     var inputPlane: Int { inputHeight * inputWidth }
     var outputPlane: Int { outputHeight * outputWidth }
+
+    /// Whether the 1×1 convolution reads the input plane unchanged.
+    var isPointwise: Bool {
+        kernelHeight == 1 && kernelWidth == 1 && strideHeight == 1 && strideWidth == 1 && padTop == 0
+            && padLeft == 0 && outputHeight == inputHeight && outputWidth == inputWidth
+    }
 
     /// The output indices `o < outputCount` with `0 ≤ o·stride + offset < inputCount`.
     @inline(__always)

@@ -41,13 +41,12 @@ public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convol
     let g = layout.geometry
     let depth = layout.channels * g.kernelHeight * g.kernelWidth
     let outputs = layout.outputChannels
-    let copiesPlanes = g.kernelHeight == 1 && g.kernelWidth == 1 && g.strideHeight == 1 && g.strideWidth == 1
-        && g.padTop == 0 && g.padLeft == 0 && g.inputPlane == plane
     // As many chunks as the scratch limit needs, rounded up to a multiple of the cores.
-    let largest = imageChunkSize(layout: layout, depth: depth, plane: plane, floats: 1 << 18)
     let workers = min(availableKernelThreads, layout.batch)
+    let largest = imageChunkSize(layout: layout, depth: depth, plane: plane)
     let needed = (layout.batch + largest - 1) / largest
-    let chunk = (layout.batch + (needed + workers - 1) / workers * workers - 1) / ((needed + workers - 1) / workers * workers)
+    let chunkCount = (needed + workers - 1) / workers * workers
+    let chunk = (layout.batch + chunkCount - 1) / chunkCount
     let chunks = (layout.batch + chunk - 1) / chunk
     return Tensor(shape: outputShape) { out in
         input.withUnsafeBufferPointer { xBuffer in
@@ -58,29 +57,14 @@ public func batchedConv2d(_ input: Tensor, weight: Tensor, bias: Tensor?, convol
                         parallelFor(chunks) { range in
                             let columns = UnsafeMutablePointer<Float>.allocate(capacity: depth * chunk * plane)
                             let products = UnsafeMutablePointer<Float>.allocate(capacity: outputs * chunk * plane)
-                            let image = copiesPlanes ? nil : UnsafeMutablePointer<Float>.allocate(capacity: depth * plane)
                             defer {
                                 columns.deallocate()
                                 products.deallocate()
-                                image?.deallocate()
                             }
                             for index in range {
                                 let images = (index * chunk)..<min((index + 1) * chunk, layout.batch)
                                 let width = images.count * plane
-                                // cols[f, i·plane + p]: image n_i's im2col matrix (its planes for a 1×1 kernel).
-                                for (offset, n) in images.enumerated() {
-                                    let source: UnsafePointer<Float>
-                                    if let image {
-                                        gatherPatchColumns(x + n * layout.channels * g.inputPlane, channelCount: layout.channels,
-                                                           geometry: g, into: image)
-                                        source = UnsafePointer(image)
-                                    } else {
-                                        source = x + n * layout.channels * g.inputPlane
-                                    }
-                                    for row in 0..<depth {
-                                        (columns + row * width + offset * plane).update(from: source + row * plane, count: plane)
-                                    }
-                                }
+                                gatherColumns(images, x: x, layout: layout, depth: depth, plane: plane, into: columns)
                                 // The bias and activation are applied to the chunk's products, whose rows
                                 // are contiguous (the AVX-512 kernels start each row from its bias and
                                 // clamp ReLU and Clip), and the rows are then copied to their images.

@@ -89,7 +89,7 @@ public func lowRankConv2dWeightGradient(compressed: TuckerCore, outputGradient: 
     let paddedHeight = height + pads.top + pads.bottom
     let paddedWidth = width + pads.left + pads.right
     let outputPlane = outputChannels * output.height * output.width
-    if kernelHeight == 1 && kernelWidth == 1 && window.strides == [1, 1] && pads == (0, 0, 0, 0) {
+    if convolution.isPointwise {
         // Pointwise: contracting the spatial modes first is cheaper when their ranks are small.
         let plane = height * width
         let spatialFirst = batch * outputChannels * plane * r2 * r3 + r0 * batch * outputChannels * r2 * r3
@@ -237,15 +237,7 @@ private func contractedWithCore(_ z1: [Float], outputChannels: Int, compressed: 
     }
 }
 
-/// Whether a convolution is pointwise: a 1×1 kernel with stride 1 and no padding, so that its
-/// input gradient is `dX[b, c, h, w] = Σ_m W[m, c] · dY[b, m, h, w]` (for one group).
-public func isPointwise(_ convolution: Convolution) -> Bool {
-    let window = convolution.window
-    let pads = window.resolvedPadding(height: 1, width: 1)
-    return window.kernelSize == [1, 1] && window.strides == [1, 1] && pads == (0, 0, 0, 0)
-}
-
-/// The LANCE weight and bias gradients of a pointwise convolution (`isPointwise`) whose output
+/// The LANCE weight and bias gradients of a pointwise convolution (`Convolution.isPointwise`) whose output
 /// feeds only a second pointwise convolution of one group, from that convolution's weight `V`
 /// `[M, C', 1, 1]` and output gradient `dZ` `[B, M, H, W]`, without forming the output gradient
 /// `dY[b, c', h, w] = Σ_m V[m, c'] · dZ[b, m, h, w]` (an `M·C'·B·H·W` product). Every contraction of
@@ -266,14 +258,17 @@ public func isPointwise(_ convolution: Convolution) -> Bool {
 ///   - weightShape: `[C', C / groups, 1, 1]`; `groups`: the convolution's groups.
 ///   - nextWeight: V `[M, C', 1, 1]`.
 ///   - nextOutputGradient: dZ `[B, M, H, W]`.
+///   - nextOutputSums: `Σ_{b, h, w} dZ[b, m, h, w]`, `[M]` (`conv2dBiasGradient(outputGradient: dZ)`,
+///     which the caller also has as the next convolution's bias gradient).
 /// - Returns: dW with `weightShape`, and dB `[C']`.
 public func lowRankPointwiseGradients(compressed: TuckerCore, weightShape: [Int], groups: Int, nextWeight: Tensor,
-                                      nextOutputGradient: Tensor) -> (weight: Tensor, bias: Tensor) {
+                                      nextOutputGradient: Tensor, nextOutputSums: Tensor) -> (weight: Tensor, bias: Tensor) {
     let (batch, nextChannels) = (nextOutputGradient.shape[0], nextOutputGradient.shape[1])
     let outputChannels = weightShape[0]
     precondition(compressed.inputShape.count == 4 && nextWeight.shape == [nextChannels, outputChannels, 1, 1]
                  && nextOutputGradient.rank == 4 && batch == compressed.inputShape[0]
-                 && Array(nextOutputGradient.shape[2...]) == Array(compressed.inputShape[2...]),
+                 && Array(nextOutputGradient.shape[2...]) == Array(compressed.inputShape[2...])
+                 && nextOutputSums.shape == [nextChannels],
                  "the following convolution \(nextWeight.shape) and its output gradient \(nextOutputGradient.shape) do not fit a pointwise convolution of \(outputChannels) outputs on \(compressed.inputShape)")
     let ranks = compressed.ranks
     let (r0, spatialRank) = (ranks[0], ranks[2] * ranks[3])
@@ -301,10 +296,9 @@ public func lowRankPointwiseGradients(compressed: TuckerCore, weightShape: [Int]
     }
     let z4 = contractedWithCore(z1, outputChannels: outputChannels, compressed: compressed)
     let weight = contractChannelFactor(z4, channelFactor: compressed.factors[1], weightShape: weightShape, groups: groups)
-    let nextBias = conv2dBiasGradient(outputGradient: nextOutputGradient)
     let bias = Tensor(shape: [outputChannels]) { out in
         nextWeight.withUnsafeBufferPointer { v in
-            nextBias.withUnsafeBufferPointer { s in
+            nextOutputSums.withUnsafeBufferPointer { s in
                 gemm(transposeA: true, m: outputChannels, n: 1, k: nextChannels, a: v.baseAddress!, lda: outputChannels,
                      b: s.baseAddress!, ldb: 1, c: out.baseAddress!, ldc: 1)
             }

@@ -65,24 +65,26 @@ public struct Optimizer: Sendable, Equatable {
             // The parameter and its slots are updated in place (one pass over each, no copies).
             switch kind {
             case .sgd(let momentum, let weightDecay):
-                let key = "momentum/" + name
-                var buffer = momentum != 0 ? slots.removeValue(forKey: key) : nil
-                let first = momentum != 0 && buffer == nil
-                if first { buffer = Tensor(shape: shape) }
-                gradient.withUnsafeBufferPointer { g in
-                    parameters[name]!.withUnsafeMutableBufferPointer { p in
-                        if var momentumBuffer = buffer {
-                            momentumBuffer.withUnsafeMutableBufferPointer { b in
-                                sgdMomentumStep(p, g, b, momentum: first ? 0 : momentum, weightDecay: weightDecay,
-                                                learningRate: learningRate)
-                            }
-                            buffer = momentumBuffer
-                        } else {
+                guard momentum != 0 else {
+                    gradient.withUnsafeBufferPointer { g in
+                        parameters[name]!.withUnsafeMutableBufferPointer { p in
                             for k in 0..<p.count { p[k] -= learningRate * (g[k] + weightDecay * p[k]) }
                         }
                     }
+                    continue
                 }
-                if let buffer { slots[key] = buffer }
+                let key = "momentum/" + name
+                let first = slots[key] == nil
+                var buffer = slots.removeValue(forKey: key) ?? Tensor(shape: shape)  // the only reference: no copy
+                buffer.withUnsafeMutableBufferPointer { b in
+                    gradient.withUnsafeBufferPointer { g in
+                        parameters[name]!.withUnsafeMutableBufferPointer { p in
+                            sgdMomentumStep(p, g, b, momentum: first ? 0 : momentum, weightDecay: weightDecay,
+                                            learningRate: learningRate)
+                        }
+                    }
+                }
+                slots[key] = buffer
             case .adamW(let beta1, let beta2, let epsilon, let weightDecay):
                 let firstKey = "first_moment/" + name, secondKey = "second_moment/" + name
                 var first = slots.removeValue(forKey: firstKey) ?? Tensor(shape: shape)

@@ -274,17 +274,18 @@ public struct TrainingGraph: Sendable {
         // Values whose gradient the backward pass never forms (`lowRankPointwiseGradients`): the
         // output of a compressed pointwise convolution whose input carries no gradient, read only
         // by a trained pointwise convolution of one group.
+        var readers: [String: Int] = [:]
+        for node in suffix { for operand in Set(node.inputs) { readers[operand, default: 0] += 1 } }
         var deferred: Set<String> = []
         if method != .full {
             for producerNode in suffix {
                 guard let layer = trainedByNode[producerNode.name], layer.kind != .linear,
-                      case .convolution(let convolution) = producerNode.operation, isPointwise(convolution),
+                      case .convolution(let convolution) = producerNode.operation, convolution.isPointwise,
                       !requiresGradient.contains(producerNode.inputs[0]),
                       bases[producerNode.name].map({ $0.modes.count == 4 }) ?? true else { continue }
                 let value = producerNode.output
-                let readers = suffix.filter { $0.inputs.contains(value) }
-                guard value != logits, readers.count == 1, let reader = readers.first, trainedByNode[reader.name] != nil,
-                      case .convolution(let next) = reader.operation, isPointwise(next), next.groups == 1,
+                guard value != logits, readers[value] == 1, let reader = suffix.first(where: { $0.inputs.contains(value) }),
+                      trainedByNode[reader.name] != nil, case .convolution(let next) = reader.operation, next.isPointwise, next.groups == 1,
                       reader.inputs[0] == value, !reader.inputs.dropFirst().contains(value) else { continue }
                 deferred.insert(value)
             }
@@ -298,7 +299,7 @@ public struct TrainingGraph: Sendable {
             let next = suffix[position + 1]
             guard case .convolution = node.operation, case .activation(let activation) = next.operation,
                   ActivationMask.applies(to: activation), next.inputs == [node.output], node.output != logits,
-                  suffix.filter({ $0.inputs.contains(node.output) }).count == 1 else { continue }
+                  readers[node.output] == 1 else { continue }
             fusedActivations[position] = activation
         }
         self.fusedActivations = fusedActivations
@@ -665,8 +666,9 @@ public struct TrainingGraph: Sendable {
         func savedOrParameter(_ name: String) -> Tensor? {
             pass.savedValues[name] ?? parameter(name)
         }
-        // Output gradients not formed: the reading pointwise convolution's weight and output gradient.
-        var deferred: [String: (weight: Tensor, outputGradient: Tensor)] = [:]
+        // Output gradients not formed: the reading pointwise convolution's weight, output gradient
+        // and the output gradient's sums per channel (its bias gradient).
+        var deferred: [String: (weight: Tensor, outputGradient: Tensor, sums: Tensor)] = [:]
         for position in suffix.indices.reversed() {
             let node = suffix[position]
             if let pending = deferred.removeValue(forKey: node.output), let core = pass.savedCores.removeValue(forKey: node.name),
@@ -674,7 +676,8 @@ public struct TrainingGraph: Sendable {
                 // Small gemms (rank-sized), on one thread like the other low-rank gradients.
                 let result = ForwardExecution.withSingleThreadedBLAS {
                     lowRankPointwiseGradients(compressed: core, weightShape: weight.shape, groups: convolution.groups,
-                                              nextWeight: pending.weight, nextOutputGradient: pending.outputGradient)
+                                              nextWeight: pending.weight, nextOutputGradient: pending.outputGradient,
+                                              nextOutputSums: pending.sums)
                 }
                 accumulate(node.inputs[1], result.weight)
                 if node.inputs.count > 2 { accumulate(node.inputs[2], result.bias) }
@@ -685,14 +688,17 @@ public struct TrainingGraph: Sendable {
             let shapes = pass.inputShapes[position]
             var carries = node.inputs.map { requiresGradient.contains($0) }
             if let layer = trainedByNode[node.name] {
+                var outputSums: Tensor?
                 if carries[0], deferredGradients.contains(node.inputs[0]), !kept.contains(node.inputs[0]),
                    let weight = parameter(node.inputs[1]) {
-                    deferred[node.inputs[0]] = (weight, dy)
+                    let sums = conv2dBiasGradient(outputGradient: dy)
+                    deferred[node.inputs[0]] = (weight, dy, sums)
                     carries[0] = false
+                    outputSums = sums
                 }
                 let core = pass.savedCores.removeValue(forKey: node.name)
                 backwardTrained(node: node, layer: layer, core: core, input: core == nil ? pass.savedValues[node.inputs[0]] : nil,
-                                shapes: shapes, carries: carries, dy: dy, accumulate: accumulate)
+                                shapes: shapes, carries: carries, dy: dy, outputSums: outputSums, accumulate: accumulate)
             } else if let mask = pass.savedMasks.removeValue(forKey: node.output) {
                 accumulate(node.inputs[0], mask.inputGradient(consume dy))
             } else if case .batchNormalization(let epsilon) = node.operation, let scale = savedOrParameter(node.inputs[1]),
@@ -712,8 +718,9 @@ public struct TrainingGraph: Sendable {
         return BackwardResult(parameterGradients: parameterGradients, valueGradients: valueGradients)
     }
 
+    /// `outputSums`: a convolution's `conv2dBiasGradient(outputGradient: dy)` when already computed.
     private func backwardTrained(node: Node, layer: TrainedLayer, core: TuckerCore?, input: Tensor?, shapes: [[Int]],
-                                 carries: [Bool], dy: Tensor, accumulate: (String, Tensor?) -> Void) {
+                                 carries: [Bool], dy: Tensor, outputSums: Tensor? = nil, accumulate: (String, Tensor?) -> Void) {
         let weight = parameter(node.inputs[1]) ?? Tensor(shape: [0])
         let inputShape = shapes[0]
         switch node.operation {
@@ -732,7 +739,7 @@ public struct TrainingGraph: Sendable {
                                                       convolution: convolution)
             }
             accumulate(node.inputs[1], weightGradient)
-            if hasBias && requiresGradient.contains(node.inputs[2]) { accumulate(node.inputs[2], conv2dBiasGradient(outputGradient: dy)) }
+            if hasBias && requiresGradient.contains(node.inputs[2]) { accumulate(node.inputs[2], outputSums ?? conv2dBiasGradient(outputGradient: dy)) }
             if carries[0] {
                 accumulate(node.inputs[0], conv2dInputGradient(outputGradient: dy, weight: weight, inputShape: inputShape,
                                                                convolution: convolution))

@@ -196,7 +196,8 @@ struct LowRankTests {
         let dy = conv2dInputGradient(outputGradient: nextGradient, weight: next, inputShape: [6, 6, 5, 5],
                                      convolution: Convolution(window: WindowGeometry(kernelSize: [1, 1])))
         let result = lowRankPointwiseGradients(compressed: compressed, weightShape: weightShape, groups: groups,
-                                               nextWeight: next, nextOutputGradient: nextGradient)
+                                               nextWeight: next, nextOutputGradient: nextGradient,
+                                               nextOutputSums: conv2dBiasGradient(outputGradient: nextGradient))
         let expected = lowRankConv2dWeightGradient(compressed: compressed, outputGradient: dy, weightShape: weightShape,
                                                    convolution: convolution)
         #expect(R.relativeError(result.weight, expected) < 1e-5, "relative error \(R.relativeError(result.weight, expected))")
