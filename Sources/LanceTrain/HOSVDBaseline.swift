@@ -40,12 +40,17 @@ public func unfoldingGram(_ input: Tensor, mode: Int) -> [Double] {
 }
 
 /// The per-batch HOSVD baseline (Nguyen et al., NeurIPS 2024; method section 9): for the current
-/// batch only, every mode's Gram matrix `X_(n) X_(n)ᵀ` is eigen-decomposed (`symmetricEigen`;
-/// its eigenvectors are the left singular vectors of the unfolding and its eigenvalues the squared
-/// singular values), the rank comes from the energy threshold (`hosvdRank`), and the leading
-/// eigenvectors become that batch's factors. The core is then formed as for LANCE, and the same
-/// low-rank chain gives the weight gradient (`lowRankConv2dWeightGradient`,
-/// `lowRankLinearWeightGradient`).
+/// batch only, the left singular vectors and singular values of every mode unfolding `X_(n)`
+/// (`[d_n, N]`, `N` the product of the other extents) are computed, the rank comes from the energy
+/// threshold (`hosvdRank`), and the leading singular vectors become that batch's factors. The core
+/// is then formed as for LANCE, and the same low-rank chain gives the weight gradient
+/// (`lowRankConv2dWeightGradient`, `lowRankLinearWeightGradient`).
+///
+/// The decomposition works on the smaller side of the unfolding, as a thin SVD does: when
+/// `d_n ≤ N`, the `[d_n, d_n]` Gram matrix `X_(n) X_(n)ᵀ` is eigen-decomposed (`symmetricEigen`;
+/// eigenvectors `U`, eigenvalues `σ²`); otherwise the `[N, N]` matrix `X_(n)ᵀ X_(n)` is
+/// (eigenvectors `V`), and `U_k = X_(n) V_k / σ_k`. Both give the same factors up to the signs of
+/// the columns and the same nonzero `σ²`; the spectrum is padded with zeros to `d_n` values.
 ///
 /// Unlike LANCE's fixed bases, the factors (and ranks) change every batch, and their
 /// decompositions are recomputed each iteration.
@@ -60,19 +65,88 @@ public func hosvdBases(of input: Tensor, energy: Float, modeNames: [String]? = n
     var bases: [ModeBasis] = []
     for mode in 0..<input.rank {
         let dimension = input.shape[mode]
-        let decomposition = try symmetricEigen(unfoldingGram(input, mode: mode), dimension: dimension)
-        let clamped = decomposition.values.map { max($0, 0) }
-        let total = clamped.reduce(0, +)
-        let spectrum = clamped.map { Float(total > 0 ? $0 / total : 1 / Double(max(dimension, 1))) }
-        let rank = hosvdRank(normalisedSpectrum: spectrum, energy: energy)
-        var factor = [Float](repeating: 0, count: dimension * rank)
-        for i in 0..<dimension {
-            for k in 0..<rank { factor[i * rank + k] = Float(decomposition.vectors[i * dimension + k]) }
+        let others = input.count / max(dimension, 1)
+        let name = modeNames?[mode] ?? "mode\(mode)"
+        if dimension <= others {
+            let decomposition = try symmetricEigen(unfoldingGram(input, mode: mode), dimension: dimension)
+            let spectrum = normalisedSpectrum(decomposition.values, dimension: dimension)
+            let rank = hosvdRank(normalisedSpectrum: spectrum, energy: energy)
+            var factor = [Float](repeating: 0, count: dimension * rank)
+            for i in 0..<dimension {
+                for k in 0..<rank { factor[i * rank + k] = Float(decomposition.vectors[i * dimension + k]) }
+            }
+            bases.append(ModeBasis(mode: name, dimension: dimension, rank: rank,
+                                   factor: Tensor(shape: [dimension, rank], scalars: factor), spectrum: spectrum))
+        } else {
+            bases.append(try wideUnfoldingBasis(input, mode: mode, name: name, energy: energy))
         }
-        bases.append(ModeBasis(mode: modeNames?[mode] ?? "mode\(mode)", dimension: dimension, rank: rank,
-                               factor: Tensor(shape: [dimension, rank], scalars: factor), spectrum: spectrum))
     }
     return bases
+}
+
+/// Eigenvalues (descending, possibly fewer than `dimension`) as a normalised spectrum of
+/// `dimension` values: negatives from rounding clamped to 0, zeros appended; uniform when all vanish.
+private func normalisedSpectrum(_ values: [Double], dimension: Int) -> [Float] {
+    let clamped = values.map { max($0, 0) }
+    let total = clamped.reduce(0, +)
+    let spectrum = clamped.map { Float(total > 0 ? $0 / total : 1 / Double(max(dimension, 1))) }
+    let padding = total > 0 ? Float(0) : 1 / Float(max(dimension, 1))
+    return spectrum + [Float](repeating: padding, count: dimension - spectrum.count)
+}
+
+/// `hosvdBases` for a mode whose unfolding `X_(n)` (`[d, N]`) has fewer columns than rows: the
+/// eigenvectors `V` of `X_(n)ᵀ X_(n)` (`[N, N]`) give `U_k = X_(n) V_k / σ_k`. The rank is capped
+/// at the number of nonzero singular values (columns beyond it would carry no energy); an all-zero
+/// input gets the first unit vectors.
+private func wideUnfoldingBasis(_ input: Tensor, mode: Int, name: String, energy: Float) throws(LinalgError) -> ModeBasis {
+    let dimension = input.shape[mode]
+    let outer = input.shape[..<mode].reduce(1, *)
+    let inner = input.shape[(mode + 1)...].reduce(1, *)
+    let columns = outer * inner
+    // X_(n) [d, outer·inner], column (o, i) = X[o, :, i].
+    var unfolding = [Float](repeating: 0, count: dimension * columns)
+    input.withUnsafeBufferPointer { x in
+        for o in 0..<outer {
+            for k in 0..<dimension {
+                let source = o * dimension * inner + k * inner
+                let target = k * columns + o * inner
+                for i in 0..<inner { unfolding[target + i] = x[source + i] }
+            }
+        }
+    }
+    var gram = [Float](repeating: 0, count: columns * columns)
+    unfolding.withUnsafeBufferPointer { m in
+        gram.withUnsafeMutableBufferPointer { g in
+            gemm(transposeA: true, m: columns, n: columns, k: dimension, a: m.baseAddress!, lda: columns,
+                 b: m.baseAddress!, ldb: columns, c: g.baseAddress!, ldc: columns)
+        }
+    }
+    let decomposition = try symmetricEigen(gram.map { Double($0) }, dimension: columns)
+    let spectrum = normalisedSpectrum(decomposition.values, dimension: dimension)
+    let largest = max(decomposition.values.first ?? 0, 0)
+    let nonzero = decomposition.values.prefix { $0 > largest * 1e-12 && $0 > 0 }.count
+    let rank = nonzero == 0 ? 1 : min(hosvdRank(normalisedSpectrum: spectrum, energy: energy), nonzero)
+    var factor = [Float](repeating: 0, count: dimension * rank)
+    if nonzero == 0 {
+        factor[0] = 1
+    } else {
+        // V_k / σ_k, [N, rank], then U = X_(n) · (V / σ).
+        var scaled = [Float](repeating: 0, count: columns * rank)
+        for k in 0..<rank {
+            let inverse = 1 / decomposition.values[k].squareRoot()
+            for j in 0..<columns { scaled[j * rank + k] = Float(decomposition.vectors[j * columns + k] * inverse) }
+        }
+        unfolding.withUnsafeBufferPointer { m in
+            scaled.withUnsafeBufferPointer { v in
+                factor.withUnsafeMutableBufferPointer { u in
+                    gemm(m: dimension, n: rank, k: columns, a: m.baseAddress!, lda: columns,
+                         b: v.baseAddress!, ldb: rank, c: u.baseAddress!, ldc: rank)
+                }
+            }
+        }
+    }
+    return ModeBasis(mode: name, dimension: dimension, rank: rank,
+                     factor: Tensor(shape: [dimension, rank], scalars: factor), spectrum: spectrum)
 }
 
 /// One batch compressed by the per-batch HOSVD baseline: `hosvdBases(of:energy:)` followed by the

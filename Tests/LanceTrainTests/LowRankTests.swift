@@ -360,4 +360,41 @@ struct LowRankHOSVDTests {
         let ranks = compressed.ranks
         #expect(memory.lanceBytes == (ranks.reduce(1, *) + zip(structured.shape, ranks).reduce(0) { $0 + $1.0 * $1.1 }) * 4)
     }
+
+    @Test("a mode longer than the rest of the tensor is decomposed from the other side of its unfolding, with the same factors")
+    func wideUnfolding() throws {
+        // Channel mode 24 against 2·2·2 = 8 other entries: X_(1) is 24 × 8, so hosvdBases works on
+        // the 8 × 8 matrix X_(1)ᵀX_(1); the batch and spatial modes take the direct route.
+        let x = Tensor.random(shape: [2, 24, 2, 2], seed: 122)
+        let weights = Tensor(shape: [1, 24, 1, 1], scalars: (0..<24).map { Float(4 / (1 + Double($0))) })
+        let structured = binary(x, weights, .multiply)
+        for energy: Float in [0.5, 0.8, 0.95, 1] {
+            let bases = try hosvdBases(of: structured, energy: energy)
+            let channel = bases[1]
+            // The direct route: eigenvectors of the 24 × 24 mode Gram matrix.
+            let direct = try symmetricEigen(unfoldingGram(structured, mode: 1), dimension: 24)
+            let total = direct.values.map { max($0, 0) }.reduce(0, +)
+            let directSpectrum = direct.values.map { Float(max($0, 0) / total) }
+            #expect(channel.spectrum.count == 24)
+            for (wide, reference) in zip(channel.spectrum, directSpectrum) { #expect(abs(wide - reference) < 1e-5) }
+            #expect(channel.rank == min(hosvdRank(normalisedSpectrum: directSpectrum, energy: energy), 8))
+            // Same subspace: U·Uᵀ equals the direct factors' projector (signs of columns may differ).
+            var directFactor = Tensor(shape: [24, channel.rank])
+            for i in 0..<24 { for k in 0..<channel.rank { directFactor[i, k] = Float(direct.vectors[i * 24 + k]) } }
+            let projector = matMul(channel.factor, R.transposed(channel.factor))
+            let directProjector = matMul(directFactor, R.transposed(directFactor))
+            #expect(projector.isClose(to: directProjector, absolute: 1e-4), "energy \(energy): the channel factors span another subspace")
+            var identity = Tensor(shape: [channel.rank, channel.rank])
+            for k in 0..<channel.rank { identity[k, k] = 1 }
+            #expect(matMul(R.transposed(channel.factor), channel.factor).isClose(to: identity, absolute: 1e-4))
+        }
+        // At ε = 1 every nonzero direction is kept: the core reconstructs the batch.
+        let exact = try hosvdCompress(structured, energy: 1)
+        #expect(exact.ranks[1] == 8)
+        #expect(exact.reconstructed().isClose(to: structured, absolute: 1e-4))
+        // An all-zero batch still gets an orthonormal rank-1 factor.
+        let zero = try hosvdBases(of: Tensor(shape: [2, 24, 2, 2]), energy: 0.7)
+        #expect(zero[1].rank == 1)
+        #expect(zero[1].factor.scalars.map { $0 * $0 }.reduce(0, +) == 1)
+    }
 }
