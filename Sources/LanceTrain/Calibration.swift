@@ -94,19 +94,12 @@ public struct ModeGramAccumulator: Sendable {
         batches += 1
     }
 
-    /// `X_(n) X_(n)ᵀ` of one tensor: the mode axis is moved to the front (a copy) unless it is
-    /// already there, then one `sgemm` of the `[d, rest]` unfolding with itself.
+    /// `X_(n) X_(n)ᵀ` of one tensor: one `sgemm` of the `[d, rest]` unfolding (`modeUnfolding`)
+    /// with itself.
     static func modeGram(_ input: Tensor, mode: Int) -> [Float] {
         let d = input.shape[mode]
         let rest = input.count / max(d, 1)
-        let unfolded: Tensor
-        if mode == 0 {
-            unfolded = input
-        } else {
-            var order = Array(0..<input.rank)
-            order.remove(at: mode)
-            unfolded = transpose(input, permutation: [mode] + order)
-        }
+        let unfolded = modeUnfolding(input, mode: mode)
         var gram = [Float](repeating: 0, count: d * d)
         unfolded.withUnsafeBufferPointer { x in
             gram.withUnsafeMutableBufferPointer { g in
@@ -241,4 +234,26 @@ func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Se
         count += 1
     }
     return count
+}
+
+/// The mode-n unfolding `X_(n)`, `[d_n, N]` row-major with `N` the product of the other extents:
+/// with X viewed as `[outer, d_n, inner]`, column `o·inner + i` of row `k` is `X[o, k, i]` (the other
+/// axes in their order). Mode 0 is the tensor itself; other modes are one copy of contiguous rows.
+func modeUnfolding(_ input: Tensor, mode: Int) -> Tensor {
+    precondition(mode >= 0 && mode < input.rank, "mode \(mode) out of range for \(input.shape)")
+    let dimension = input.shape[mode]
+    let outer = input.shape[..<mode].reduce(1, *)
+    let inner = input.shape[(mode + 1)...].reduce(1, *)
+    guard outer > 1 else { return Tensor(shape: [dimension, inner], scalars: input.scalars) }
+    let columns = outer * inner
+    return Tensor(shape: [dimension, columns]) { unfolded in
+        input.withUnsafeBufferPointer { x in
+            for o in 0..<outer {
+                for k in 0..<dimension {
+                    let source = x.baseAddress! + (o * dimension + k) * inner
+                    (unfolded.baseAddress! + k * columns + o * inner).update(from: source, count: inner)
+                }
+            }
+        }
+    }
 }

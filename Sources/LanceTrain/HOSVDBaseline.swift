@@ -16,27 +16,11 @@ public func hosvdRank(normalisedSpectrum spectrum: [Float], energy: Float) -> In
     return max(1, min(count + 1, spectrum.count))
 }
 
-/// The mode-n Gram matrix `X_(n) X_(n)ᵀ` `[d_n, d_n]` of a tensor (row-major, double precision),
-/// without forming the unfolding: with X viewed as `[outer, d_n, inner]`,
-/// `G = Σ_{o} X[o] X[o]ᵀ` over the `[d_n, inner]` slices, one accumulating `gemm` per slice.
+/// The mode-n Gram matrix `X_(n) X_(n)ᵀ` `[d_n, d_n]` of a tensor (row-major, accumulated in
+/// single precision, returned in double): one `gemm` of the unfolding `[d_n, N]` with itself.
 /// The column order of the unfolding does not change the Gram matrix (method section 2).
 public func unfoldingGram(_ input: Tensor, mode: Int) -> [Double] {
-    precondition(mode >= 0 && mode < input.rank, "mode \(mode) out of range for \(input.shape)")
-    let dimension = input.shape[mode]
-    let outer = input.shape[..<mode].reduce(1, *)
-    let inner = input.shape[(mode + 1)...].reduce(1, *)
-    var gram = [Float](repeating: 0, count: dimension * dimension)
-    input.withUnsafeBufferPointer { x in
-        gram.withUnsafeMutableBufferPointer { g in
-            for o in 0..<outer {
-                gemm(transposeB: true, m: dimension, n: dimension, k: inner,
-                     a: x.baseAddress! + o * dimension * inner, lda: inner,
-                     b: x.baseAddress! + o * dimension * inner, ldb: inner,
-                     beta: o == 0 ? 0 : 1, c: g.baseAddress!, ldc: dimension)
-            }
-        }
-    }
-    return gram.map { Double($0) }
+    ModeGramAccumulator.modeGram(input, mode: mode).map { Double($0) }
 }
 
 /// The per-batch HOSVD baseline (Nguyen et al., NeurIPS 2024; method section 9): for the current
@@ -100,20 +84,8 @@ private func normalisedSpectrum(_ values: [Double], dimension: Int) -> [Float] {
 /// input gets the first unit vectors.
 private func wideUnfoldingBasis(_ input: Tensor, mode: Int, name: String, energy: Float) throws(LinalgError) -> ModeBasis {
     let dimension = input.shape[mode]
-    let outer = input.shape[..<mode].reduce(1, *)
-    let inner = input.shape[(mode + 1)...].reduce(1, *)
-    let columns = outer * inner
-    // X_(n) [d, outer·inner], column (o, i) = X[o, :, i].
-    var unfolding = [Float](repeating: 0, count: dimension * columns)
-    input.withUnsafeBufferPointer { x in
-        for o in 0..<outer {
-            for k in 0..<dimension {
-                let source = o * dimension * inner + k * inner
-                let target = k * columns + o * inner
-                for i in 0..<inner { unfolding[target + i] = x[source + i] }
-            }
-        }
-    }
+    let columns = input.count / max(dimension, 1)
+    let unfolding = modeUnfolding(input, mode: mode)
     var gram = [Float](repeating: 0, count: columns * columns)
     unfolding.withUnsafeBufferPointer { m in
         gram.withUnsafeMutableBufferPointer { g in
