@@ -94,20 +94,9 @@ public struct ModeGramAccumulator: Sendable {
         batches += 1
     }
 
-    /// `X_(n) X_(n)ᵀ` of one tensor: one `sgemm` of the `[d, rest]` unfolding (`modeUnfolding`)
-    /// with itself.
+    /// `X_(n) X_(n)ᵀ` of one tensor: the Gram matrix of its `[d, rest]` unfolding (`modeUnfolding`).
     static func modeGram(_ input: Tensor, mode: Int) -> [Float] {
-        let d = input.shape[mode]
-        let rest = input.count / max(d, 1)
-        let unfolded = modeUnfolding(input, mode: mode)
-        var gram = [Float](repeating: 0, count: d * d)
-        unfolded.withUnsafeBufferPointer { x in
-            gram.withUnsafeMutableBufferPointer { g in
-                gemm(transposeB: true, m: d, n: d, k: rest, a: x.baseAddress!, lda: rest, b: x.baseAddress!, ldb: rest,
-                     c: g.baseAddress!, ldc: d)
-            }
-        }
-        return gram
+        gramMatrix(modeUnfolding(input, mode: mode))
     }
 
     /// Eigen-decomposes every mode's Gram matrix and keeps the rank the energy rule gives.
@@ -256,4 +245,20 @@ func modeUnfolding(_ input: Tensor, mode: Int) -> Tensor {
             }
         }
     }
+}
+
+/// The Gram matrix of a row-major `[rows, columns]` matrix M, one `sgemm`: `M Mᵀ` (`[rows, rows]`),
+/// or `Mᵀ M` (`[columns, columns]`) when `ofColumns`.
+func gramMatrix(_ matrix: Tensor, ofColumns: Bool = false) -> [Float] {
+    precondition(matrix.rank == 2, "gramMatrix: \(matrix.shape) is not a matrix")
+    let rows = matrix.shape[0], columns = matrix.shape[1]
+    let size = ofColumns ? columns : rows
+    var gram = [Float](repeating: 0, count: size * size)
+    matrix.withUnsafeBufferPointer { m in
+        gram.withUnsafeMutableBufferPointer { g in
+            gemm(transposeA: ofColumns, transposeB: !ofColumns, m: size, n: size, k: ofColumns ? rows : columns,
+                 a: m.baseAddress!, lda: columns, b: m.baseAddress!, ldb: columns, c: g.baseAddress!, ldc: size)
+        }
+    }
+    return gram
 }

@@ -86,14 +86,7 @@ private func wideUnfoldingBasis(_ input: Tensor, mode: Int, name: String, energy
     let dimension = input.shape[mode]
     let columns = input.count / max(dimension, 1)
     let unfolding = modeUnfolding(input, mode: mode)
-    var gram = [Float](repeating: 0, count: columns * columns)
-    unfolding.withUnsafeBufferPointer { m in
-        gram.withUnsafeMutableBufferPointer { g in
-            gemm(transposeA: true, m: columns, n: columns, k: dimension, a: m.baseAddress!, lda: columns,
-                 b: m.baseAddress!, ldb: columns, c: g.baseAddress!, ldc: columns)
-        }
-    }
-    let decomposition = try symmetricEigen(gram.map { Double($0) }, dimension: columns)
+    let decomposition = try symmetricEigen(gramMatrix(unfolding, ofColumns: true).map { Double($0) }, dimension: columns)
     let spectrum = normalisedSpectrum(decomposition.values, dimension: dimension)
     let largest = max(decomposition.values.first ?? 0, 0)
     let nonzero = decomposition.values.prefix { $0 > largest * 1e-12 && $0 > 0 }.count
