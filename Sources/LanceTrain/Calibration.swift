@@ -131,9 +131,17 @@ struct GramDecomposition {
     var vectors: [Double]
 
     /// The eigenvalues divided by their sum (uniform when all are 0).
-    var spectrum: [Float] {
-        let total = values.reduce(0, +)
-        return values.map { Float(total > 0 ? $0 / total : 1 / Double(dimension)) }
+    var spectrum: [Float] { Self.normalisedSpectrum(values, dimension: dimension) }
+
+    /// Eigenvalues (descending, possibly fewer than `dimension`) as a normalised spectrum of
+    /// `dimension` values: negatives from rounding clamped to 0, zeros appended; uniform when all
+    /// vanish.
+    static func normalisedSpectrum(_ values: [Double], dimension: Int) -> [Float] {
+        let clamped = values.map { max($0, 0) }
+        let total = clamped.reduce(0, +)
+        let uniform = 1 / Float(max(dimension, 1))
+        return clamped.map { total > 0 ? Float($0 / total) : uniform }
+            + [Float](repeating: total > 0 ? 0 : uniform, count: max(dimension - clamped.count, 0))
     }
 
     /// The leading `rank` eigenvectors as a `[d, rank]` float32 factor.
@@ -191,7 +199,10 @@ public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some S
 
 /// Runs the model forward on each batch with the trained layers' inputs as outputs (only the nodes
 /// up to the last of them) and hands every batch with its captured inputs (by value name) to
-/// `body`, which should reduce them before the next batch arrives.
+/// `body`, which should reduce them before the next batch arrives. The forward pass runs on
+/// slices of `TrainingGraph.frozenSliceSize` samples (`joinedSlices`), so the early layers'
+/// activations of only one slice are alive at a time; the captured inputs are those of the whole
+/// batch.
 ///
 /// - Returns: the number of batches.
 /// - Throws: `TrainingError.data` when batches differ in size or the model has not one input,
@@ -208,11 +219,14 @@ func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Se
     var batchSize = 0
     var count = 0
     for batch in batches {
-        let captured: [String: Tensor]
-        do {
-            captured = try session.run([inputName: batch])
-        } catch {
-            throw .graph(error)
+        let samples = batch.shape.first ?? 0
+        guard samples > 0 else { throw .data(reason: "batch \(count + 1) has no samples") }
+        let captured = try joinedSlices(batchSize: samples, sliceSize: TrainingGraph.frozenSliceSize) { range throws(TrainingError) in
+            do throws(ModelError) {
+                return try session.run([inputName: range.count == samples ? batch : batch.slice(batch: range)])
+            } catch {
+                throw .graph(error)
+            }
         }
         if count == 0 {
             batchSize = batch.shape.first ?? 0

@@ -52,30 +52,14 @@ public func hosvdBases(of input: Tensor, energy: Float, modeNames: [String]? = n
         let others = input.count / max(dimension, 1)
         let name = modeNames?[mode] ?? "mode\(mode)"
         if dimension <= others {
-            let decomposition = try symmetricEigen(unfoldingGram(input, mode: mode), dimension: dimension)
-            let spectrum = normalisedSpectrum(decomposition.values, dimension: dimension)
-            let rank = hosvdRank(normalisedSpectrum: spectrum, energy: energy)
-            var factor = [Float](repeating: 0, count: dimension * rank)
-            for i in 0..<dimension {
-                for k in 0..<rank { factor[i * rank + k] = Float(decomposition.vectors[i * dimension + k]) }
-            }
-            bases.append(ModeBasis(mode: name, dimension: dimension, rank: rank,
-                                   factor: Tensor(shape: [dimension, rank], scalars: factor), spectrum: spectrum))
+            let eigen = try symmetricEigen(unfoldingGram(input, mode: mode), dimension: dimension)
+            let decomposition = GramDecomposition(dimension: dimension, values: eigen.values.map { max($0, 0) }, vectors: eigen.vectors)
+            bases.append(decomposition.basis(name: name, rank: hosvdRank(normalisedSpectrum: decomposition.spectrum, energy: energy)))
         } else {
             bases.append(try wideUnfoldingBasis(input, mode: mode, name: name, energy: energy))
         }
     }
     return bases
-}
-
-/// Eigenvalues (descending, possibly fewer than `dimension`) as a normalised spectrum of
-/// `dimension` values: negatives from rounding clamped to 0, zeros appended; uniform when all vanish.
-private func normalisedSpectrum(_ values: [Double], dimension: Int) -> [Float] {
-    let clamped = values.map { max($0, 0) }
-    let total = clamped.reduce(0, +)
-    let spectrum = clamped.map { Float(total > 0 ? $0 / total : 1 / Double(max(dimension, 1))) }
-    let padding = total > 0 ? Float(0) : 1 / Float(max(dimension, 1))
-    return spectrum + [Float](repeating: padding, count: dimension - spectrum.count)
 }
 
 /// `hosvdBases` for a mode whose unfolding `X_(n)` (`[d, N]`) has fewer columns than rows: the
@@ -87,7 +71,7 @@ private func wideUnfoldingBasis(_ input: Tensor, mode: Int, name: String, energy
     let columns = input.count / max(dimension, 1)
     let unfolding = modeUnfolding(input, mode: mode)
     let decomposition = try symmetricEigen(gramMatrix(unfolding, ofColumns: true).map { Double($0) }, dimension: columns)
-    let spectrum = normalisedSpectrum(decomposition.values, dimension: dimension)
+    let spectrum = GramDecomposition.normalisedSpectrum(decomposition.values, dimension: dimension)
     let largest = max(decomposition.values.first ?? 0, 0)
     let nonzero = decomposition.values.prefix { $0 > largest * 1e-12 && $0 > 0 }.count
     let rank = nonzero == 0 ? 1 : min(hosvdRank(normalisedSpectrum: spectrum, energy: energy), nonzero)

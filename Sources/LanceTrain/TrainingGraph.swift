@@ -420,27 +420,13 @@ public struct TrainingGraph: Sendable {
         guard frozenSession != nil, batchSize > sliceSize, !suffix.contains(where: { $0.inputs.contains(inputName) }) else {
             return try frozenFeatures(images: try images(0..<batchSize))
         }
-        var features: [String: Tensor] = [:]
-        var start = 0
-        while start < batchSize {
-            let range = start..<min(batchSize, start + sliceSize)
+        return try joinedSlices(batchSize: batchSize, sliceSize: sliceSize) { range throws(TrainingError) in
             let slice = try images(range)
             guard slice.shape.first == range.count else {
                 throw .data(reason: "a slice of samples \(range) came with \(slice.shape.first ?? 0) model inputs")
             }
-            for (name, part) in try frozenFeatures(images: slice) {
-                let perSample = part.count / range.count
-                var whole = features.removeValue(forKey: name) ?? Tensor(shape: [batchSize] + part.shape.dropFirst())
-                part.withUnsafeBufferPointer { source in
-                    whole.withUnsafeMutableBufferPointer { target in
-                        (target.baseAddress! + range.lowerBound * perSample).update(from: source.baseAddress!, count: source.count)
-                    }
-                }
-                features[name] = whole
-            }
-            start = range.upperBound
+            return try frozenFeatures(images: slice)
         }
-        return features
     }
 
     /// The names `frozenFeatures(images:)` returns.

@@ -3,6 +3,7 @@ import LanceData
 import LanceLinalg
 import LanceModel
 import LanceONNX
+import LanceRuntime
 import LanceTestSupport
 import LanceTrain
 import Testing
@@ -137,5 +138,31 @@ struct RealCalibrationTests {
         }
         // The convolution inputs compress even at this small batch.
         #expect((accounting[0].compressionRatio ?? 0) > 10)
+
+        // Calibration runs the model on slices of the batch; the bases equal those of the Gram
+        // matrices of whole-batch forward passes.
+        var capture = graph
+        capture.outputs = layers.map { ValueInfo(name: $0.input, dimensions: nil) }
+        let session = InferenceSession(graph: capture)
+        var accumulators: [ModeGramAccumulator] = []
+        for batch in batches {
+            let captured = try session.run([graph.inputs[0].name: batch])
+            if accumulators.isEmpty { accumulators = layers.map { ModeGramAccumulator(shape: captured[$0.input]!.shape) } }
+            for (index, layer) in layers.enumerated() { accumulators[index].add(captured[layer.input]!) }
+        }
+        for (index, layer) in layers.enumerated() {
+            let expected = try accumulators[index].bases(energy: 0.7, modeNames: layer.modeNames)
+            for (sliced, whole) in zip(result.layers[index].modes, expected) {
+                let place = "\(layer.node) \(whole.mode)"
+                #expect(sliced.rank == whole.rank, "\(place): rank \(sliced.rank) from slices, \(whole.rank) from whole batches")
+                let spectrumError = zip(sliced.spectrum, whole.spectrum).map { abs($0 - $1) }.max() ?? 0
+                #expect(spectrumError < 1e-6, "\(place): spectra differ by \(spectrumError)")
+                // Each kept eigenvector agrees up to its sign.
+                for k in 0..<min(sliced.rank, whole.rank) {
+                    let dot = (0..<whole.dimension).reduce(Float(0)) { $0 + sliced.factor[$1, k] * whole.factor[$1, k] }
+                    #expect(abs(abs(dot) - 1) < 1e-4, "\(place): eigenvector \(k) differs (|dot| \(abs(dot)))")
+                }
+            }
+        }
     }
 }
