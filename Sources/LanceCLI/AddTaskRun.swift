@@ -128,21 +128,25 @@ extension TrainCommand {
         var best: (epoch: Int, score: Double, graph: Graph)?
         var maxTrainedBytes = 0, maxOtherBytes = 0
         for epoch in 1...epochCount {
-            var iterator = try BatchIterator(source: source, batchSize: batch, shuffleSeed: seed &+ UInt64(epoch), dropLast: true, limit: perEpoch)
+            let iterator = try BatchIterator(source: source, batchSize: batch, shuffleSeed: seed &+ UInt64(epoch), dropLast: true, limit: perEpoch)
             let progress = TrainingProgress(epoch: epoch, of: epochCount, steps: iterator.batchCount)
             let epochStart = Date()
             var lossSum = 0.0, correct = 0, seen = 0, step = 0
-            while let next = try iterator.next() {
+            for start in stride(from: 0, through: iterator.order.count - batch, by: batch) {
                 let result: StepResult
+                let labels: [Int]
                 do {
-                    result = try trainer.step(images: next.images, labels: next.labels)
-                } catch {
+                    // The frozen part runs slice by slice, as in fine-tuning.
+                    let frozen = try slicedFrozenFeatures(trainer, source: source, samples: Array(iterator.order[start..<(start + batch)]))
+                    labels = frozen.labels
+                    result = try trainer.step(features: frozen.features, labels: labels)
+                } catch let error as TrainingError {
                     throw TrainingStopped(message: "adding task '\(name)' stopped in epoch \(epoch), step \(step + 1): \(error.description). Nothing was written; \(container) is unchanged.")
                 }
                 step += 1
-                lossSum += Double(result.loss) * Double(next.labels.count)
+                lossSum += Double(result.loss) * Double(labels.count)
                 correct += result.correct
-                seen += next.labels.count
+                seen += labels.count
                 maxTrainedBytes = max(maxTrainedBytes, result.memory.trainedLayerBytes)
                 maxOtherBytes = max(maxOtherBytes, result.memory.otherBytes)
                 progress.update(step: step, loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
@@ -220,7 +224,7 @@ extension TrainCommand {
         let session = InferenceSession(graph: graph)
         var correct = 0, seen = 0
         while let next = try iterator.next() {
-            let logits = try session.run(next.images)
+            let logits = try session.run(next.images, batchSize: TrainingGraph.frozenSliceSize)
             correct += zip(logits.argmaxPerRow(), next.labels).filter { $0 == $1 }.count
             seen += next.labels.count
         }

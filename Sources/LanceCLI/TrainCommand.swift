@@ -290,22 +290,9 @@ public struct TrainCommand: ParsableCommand {
                 // The frozen part runs slice by slice (`frozenFeatures(batchSize:images:)`), reading
                 // each slice's samples just before it, so a whole batch of model inputs is never held.
                 func frozenFeatures(of samples: [Int]) throws -> (features: [String: Tensor], labels: [Int]) {
-                    var labels: [Int] = []
-                    var readError: DataError?
                     do {
-                        let features = try trainer.frozenFeatures(batchSize: samples.count) { range throws(TrainingError) in
-                            do throws(DataError) {
-                                let read = try readBatch(source, indices: Array(samples[range]))
-                                labels += read.labels
-                                return read.images
-                            } catch {
-                                readError = error
-                                throw .data(reason: error.description)
-                            }
-                        }
-                        return (features, labels)
-                    } catch {
-                        if let readError { throw readError }
+                        return try slicedFrozenFeatures(trainer, source: source, samples: samples)
+                    } catch let error as TrainingError {
                         throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
                                               + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
                     }

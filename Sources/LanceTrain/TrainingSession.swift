@@ -192,7 +192,9 @@ public struct Trainer: Sendable {
         scoring.outputs = [ValueInfo(name: runner.logitsName, dimensions: nil)]
         let logits: Tensor
         do {
-            logits = try InferenceSession(graph: scoring).run(images)
+            // Slice by slice, like the training's frozen part: the early layers' activations of
+            // the whole batch are never alive at once (the logits do not depend on the split).
+            logits = try InferenceSession(graph: scoring).run(images, batchSize: TrainingGraph.frozenSliceSize)
         } catch {
             throw .graph(error)
         }
