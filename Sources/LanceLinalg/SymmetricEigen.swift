@@ -25,16 +25,19 @@ public enum LinalgError: Error, Sendable, Equatable, CustomStringConvertible {
 public func symmetricEigen(_ matrix: [Double], dimension n: Int) throws(LinalgError) -> (values: [Double], vectors: [Double]) {
     precondition(matrix.count == n * n, "symmetricEigen: \(matrix.count) values for a \(n)×\(n) matrix")
     guard n > 0 else { return ([], []) }
+    // The row-major upper triangle is the column-major lower one: LAPACK works on the buffer as
+    // it is (no transposed copies), and returns the eigenvectors column-major, in place.
     var a = matrix
     var w = [Double](repeating: 0, count: n)
-    let info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "V")), Int8(UInt8(ascii: "U")), Int32(n), &a, Int32(n), &w)
+    let info = LAPACKE_dsyevd(LAPACK_COL_MAJOR, Int8(UInt8(ascii: "V")), Int8(UInt8(ascii: "L")), Int32(n), &a, Int32(n), &w)
     guard info == 0 else { throw .lapackFailure(routine: "LAPACKE_dsyevd", info: Int(info)) }
     // LAPACK returns ascending eigenvalues; reverse to descending, columns with them.
-    var values = [Double](repeating: 0, count: n)
-    var vectors = [Double](repeating: 0, count: n * n)
-    for k in 0..<n {
-        values[k] = w[n - 1 - k]
-        for i in 0..<n { vectors[i * n + k] = a[i * n + (n - 1 - k)] }
+    let values = Array(w.reversed())
+    let vectors = [Double](unsafeUninitializedCapacity: n * n) { buffer, initialized in
+        for i in 0..<n {
+            for k in 0..<n { buffer[i * n + k] = a[(n - 1 - k) * n + i] }
+        }
+        initialized = n * n
     }
     return (values, vectors)
 }

@@ -57,7 +57,7 @@ public func continualRank(normalisedSpectrum spectrum: [Float], energy: Float) -
 /// ```
 /// total = trace(F)                    (= Σ svdvals(F) for a positive semi-definite F)
 /// R     = (I − P Pᵀ) F
-/// U, σ  = svd(R)                      (σ descending)
+/// U, σ  = svd(R)                      (σ descending; from the eigen-decomposition of R·Rᵀ)
 /// explained = (total − Σ σ) / total   (the fraction P already accounts for)
 /// ```
 struct FeatureResidual {
@@ -87,10 +87,15 @@ struct FeatureResidual {
             let back = doublePrecisionGemm(m: d, n: d, k: k, a: p, lda: k, b: projected, ldb: d)
             for index in residual.indices { residual[index] -= back[index] }
         }
+        // U and σ of R from the symmetric R·Rᵀ = U·diag(σ²)·Uᵀ: one d×d eigen-decomposition, with
+        // a fraction of the workspace of a general SVD (which also forms Vᵀ).
+        let squared = doublePrecisionGemm(transposeB: true, m: d, n: d, k: d, a: residual, lda: d, b: residual, ldb: d)
         do {
-            (singularValues, vectors) = try singularValueDecomposition(residual, rows: d, columns: d)
+            let decomposition = try symmetricEigen(squared, dimension: d)
+            singularValues = decomposition.values.map { max($0, 0).squareRoot() }
+            vectors = decomposition.vectors
         } catch {
-            throw .numeric(reason: "the singular value decomposition of a feature residual failed: \(error.description)")
+            throw .numeric(reason: "the eigen-decomposition of a feature residual failed: \(error.description)")
         }
     }
 
