@@ -156,7 +156,7 @@ extension TrainCommand {
             progress.finish()
             trainer.finishEpoch()
             let trainLoss = lossSum / Double(max(seen, 1))
-            let evalAccuracy = try evalSource.map { try accuracy(of: trainer.graph, on: $0, batch: batch) }
+            let evalAccuracy = try evalSource.map { try accuracy(of: trainer.graph, on: $0) }
             print("epoch \(epoch)/\(epochCount): loss \(String(trainLoss, decimals: 4)), accuracy \(String(100 * Double(correct) / Double(max(seen, 1)), decimals: 2))%"
                   + (evalAccuracy.map { ", eval accuracy \(String(100 * $0, decimals: 2))%" } ?? ""))
             guard trainLoss.isFinite else {
@@ -219,14 +219,14 @@ extension TrainCommand {
     }
 
     /// Top-1 accuracy of a graph on a labelled source (forward only).
-    private func accuracy(of graph: Graph, on source: any DataSource, batch: Int) throws -> Double {
-        var iterator = try BatchIterator(source: source, batchSize: batch, limit: limit)
+    private func accuracy(of graph: Graph, on source: any DataSource) throws -> Double {
         let session = InferenceSession(graph: graph)
         var correct = 0, seen = 0
-        while let next = try iterator.next() {
-            let logits = try session.run(next.images, batchSize: TrainingGraph.frozenSliceSize)
-            correct += zip(logits.argmaxPerRow(), next.labels).filter { $0 == $1 }.count
-            seen += next.labels.count
+        try forEachEvaluationSlice(of: source, limit: limit) { slice in
+            let logits = try session.run(slice.images)
+            correct += zip(logits.argmaxPerRow(), slice.labels).filter { $0 == $1 }.count
+            seen += slice.labels.count
+            return true
         }
         return Double(correct) / Double(max(seen, 1))
     }

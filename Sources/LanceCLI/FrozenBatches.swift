@@ -27,3 +27,15 @@ func slicedFrozenFeatures(_ trainer: Trainer, source: any DataSource, samples: [
         throw error
     }
 }
+
+/// Reads the first `limit` samples of `source` (all when `nil`) in order, `TrainingGraph.frozenSliceSize`
+/// at a time, and hands each slice to `body`, which returns `false` to stop early. Evaluation scores
+/// every sample on its own, so slices give the batch's results while only one slice of model inputs
+/// and activations is alive.
+func forEachEvaluationSlice(of source: any DataSource, limit: Int?, _ body: (Batch) throws -> Bool) throws {
+    let order = try BatchIterator(source: source, batchSize: 1, limit: limit).order
+    let sliceSize = TrainingGraph.frozenSliceSize
+    for start in stride(from: 0, to: order.count, by: sliceSize) {
+        guard try body(try readBatch(source, indices: Array(order[start..<min(order.count, start + sliceSize)]))) else { return }
+    }
+}

@@ -358,7 +358,7 @@ public struct TrainCommand: ParsableCommand {
 
             var evalAccuracy: Double?
             if let evalSource {
-                evalAccuracy = try evaluate(trainer, on: evalSource, batch: batch, classCount: classCount)
+                evalAccuracy = try evaluate(trainer, on: evalSource, classCount: classCount)
                 lastEvalAccuracy = evalAccuracy
             }
             trainer.finishEpoch()
@@ -433,17 +433,16 @@ public struct TrainCommand: ParsableCommand {
                                     maxGradientNorm: bound > 0 ? bound : nil)
     }
 
-    private func evaluate(_ trainer: Trainer, on source: any DataSource, batch: Int, classCount: Int) throws -> Double {
-        var iterator = try BatchIterator(source: source, batchSize: batch, limit: limit)
+    private func evaluate(_ trainer: Trainer, on source: any DataSource, classCount: Int) throws -> Double {
         var correct = 0, seen = 0
-        while let next = try iterator.next() {
-            if let bad = next.labels.first(where: { $0 < 0 || $0 >= classCount }) {
+        try forEachEvaluationSlice(of: source, limit: limit) { slice in
+            if let bad = slice.labels.first(where: { $0 < 0 || $0 >= classCount }) {
                 throw CommandError.dataMismatch(path: source.path, reason: "label \(bad) is outside the head's 0..<\(classCount) classes")
             }
-            let result = try trainer.evaluate(images: next.images, labels: next.labels)
+            let result = try trainer.evaluate(images: slice.images, labels: slice.labels)
             correct += result.correct
-            seen += next.labels.count
-            if interruptRequested != 0 { break }
+            seen += slice.labels.count
+            return interruptRequested == 0
         }
         return Double(correct) / Double(max(seen, 1))
     }
