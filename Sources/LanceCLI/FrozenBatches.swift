@@ -33,9 +33,9 @@ func slicedFrozenFeatures(_ trainer: Trainer, source: any DataSource, samples: [
 /// every sample on its own, so slices give the batch's results while only one slice of model inputs
 /// and activations is alive.
 func forEachEvaluationSlice(of source: any DataSource, limit: Int?, _ body: (Batch) throws -> Bool) throws {
-    let order = try BatchIterator(source: source, batchSize: 1, limit: limit).order
+    let count = min(limit ?? source.count, source.count)
     let sliceSize = TrainingGraph.frozenSliceSize
-    for start in stride(from: 0, to: order.count, by: sliceSize) {
-        guard try body(try readBatch(source, indices: Array(order[start..<min(order.count, start + sliceSize)]))) else { return }
+    for start in stride(from: 0, to: count, by: sliceSize) {
+        guard try body(try readBatch(source, indices: Array(start..<min(count, start + sliceSize)))) else { return }
     }
 }

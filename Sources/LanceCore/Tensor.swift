@@ -117,9 +117,11 @@ extension Tensor {
         }
     }
 
-    /// Rows `range` along the first axis, as a new tensor.
+    /// Rows `range` along the first axis, as a new tensor (the tensor itself, sharing its storage,
+    /// when `range` covers every row).
     public func slice(batch range: Range<Int>) -> Tensor {
         precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0])
+        if range == 0..<shape[0] { return self }
         let rowSize = shape.dropFirst().reduce(1, *)
         var newShape = shape
         newShape[0] = range.count
@@ -130,6 +132,7 @@ extension Tensor {
     /// Joins tensors along the first axis; all must agree on the other axes.
     public static func concatenate(batches parts: [Tensor]) -> Tensor {
         precondition(!parts.isEmpty)
+        if parts.count == 1 { return parts[0] }
         let tail = Array(parts[0].shape.dropFirst())
         precondition(parts.allSatisfy { Array($0.shape.dropFirst()) == tail }, "batch parts disagree in shape")
         var scalars: [Float] = []

@@ -223,7 +223,7 @@ func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Se
         guard samples > 0 else { throw .data(reason: "batch \(count + 1) has no samples") }
         let captured = try joinedSlices(batchSize: samples, sliceSize: TrainingGraph.frozenSliceSize) { range throws(TrainingError) in
             do throws(ModelError) {
-                return try session.run([inputName: range.count == samples ? batch : batch.slice(batch: range)])
+                return try session.run([inputName: batch.slice(batch: range)])
             } catch {
                 throw .graph(error)
             }

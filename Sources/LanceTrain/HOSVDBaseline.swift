@@ -68,8 +68,8 @@ public func hosvdBases(of input: Tensor, energy: Float, modeNames: [String]? = n
 /// input gets the first unit vectors.
 private func wideUnfoldingBasis(_ input: Tensor, mode: Int, name: String, energy: Float) throws(LinalgError) -> ModeBasis {
     let dimension = input.shape[mode]
-    let columns = input.count / max(dimension, 1)
     let unfolding = modeUnfolding(input, mode: mode)
+    let columns = unfolding.shape[1]
     let decomposition = try symmetricEigen(gramMatrix(unfolding, ofColumns: true).map { Double($0) }, dimension: columns)
     let spectrum = GramDecomposition.normalisedSpectrum(decomposition.values, dimension: dimension)
     let largest = max(decomposition.values.first ?? 0, 0)
