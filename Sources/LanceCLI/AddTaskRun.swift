@@ -72,6 +72,7 @@ extension TrainCommand {
         let nodes = Dictionary(graph.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let frozenBiases = Set(shared.compactMap { nodes[$0.node]?.inputs.dropFirst(2).first })
         let epochCount = epochs ?? 5
+        let augmentation = flip == true ? HorizontalFlip(seed: seed) : nil
 
         // What the shared layers keep, and the bases they train through.
         let trainingMethod: TrainingMethod
@@ -123,6 +124,7 @@ extension TrainCommand {
         print("adding task '\(name)' (task \(taskIndex), \(classes) classes) with \(method.rawValue): shared layers "
               + shared.map(\.node).joined(separator: ", ") + ", batch \(batch), \(perEpoch / batch) steps per epoch, \(epochCount) epochs, "
               + "sgd η₀ \(configuration.learningRate) momentum \(momentum ?? 0), ε_cl \(threshold)"
+              + (augmentation != nil ? ", random horizontal flips" : "")
               + (basesNote.isEmpty ? "" : "; ranks (batch, feature, position) \(basesNote)"))
 
         var best: (epoch: Int, score: Double, graph: Graph)?
@@ -137,7 +139,9 @@ extension TrainCommand {
                 let labels: [Int]
                 do {
                     // The frozen part runs slice by slice, as in fine-tuning.
-                    let frozen = try slicedFrozenFeatures(trainer, source: source, samples: Array(iterator.order[start..<(start + batch)]))
+                    let samples = Array(iterator.order[start..<(start + batch)])
+                    let frozen = try slicedFrozenFeatures(trainer, source: source, samples: samples,
+                                                          mirrored: augmentation.map { flip in samples.map { flip.flips(sample: $0, epoch: epoch) } })
                     labels = frozen.labels
                     result = try trainer.step(features: frozen.features, labels: labels)
                 } catch let error as TrainingError {

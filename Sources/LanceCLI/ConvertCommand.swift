@@ -49,6 +49,9 @@ public struct ConvertCommand: ParsableCommand {
     @Option(help: "Seed of the calibration data shuffle.")
     var seed: UInt64 = 0
 
+    @Flag(help: "Mirror each calibration sample left to right with probability 1/2, seeded by --seed, as the LANCE recipe calibrates on its augmented training batches.")
+    var flip = false
+
     @OptionGroup var preprocessingOptions: PreprocessingOptions
 
     @Flag(help: "Store bases and frozen weights as float16 (about half the size; computation stays float32).")
@@ -128,7 +131,9 @@ public struct ConvertCommand: ParsableCommand {
         let progress = ProgressLine(label: "calibration", total: batchCount, unit: "batches")
         let started = Date()
         let stream = BatchStream(try BatchIterator(source: source, batchSize: batchSize, shuffleSeed: seed, dropLast: true,
-                                                   limit: batchCount * batchSize)) { batch in fingerprint.update(batch.images) }
+                                                   limit: batchCount * batchSize), flip: flip ? HorizontalFlip(seed: seed) : nil) { batch in
+            fingerprint.update(batch.images)
+        }
         let result: (layers: [LayerBases], batchSize: Int, batches: Int)
         do {
             result = try calibrateBases(graph: graph, layers: layers, batches: stream,
@@ -145,7 +150,8 @@ public struct ConvertCommand: ParsableCommand {
         container.calibration = CalibrationRecord(
             energy: energy, batchSize: result.batchSize, batches: result.batches,
             accumulation: referenceWeighting ? GramAccumulation.referenceWeighting.rawValue : GramAccumulation.plainSum.rawValue,
-            layerRule: selection.description, dataDescription: "\(URL(fileURLWithPath: data).lastPathComponent): \(source.sampleDescription)",
+            layerRule: selection.description,
+            dataDescription: "\(URL(fileURLWithPath: data).lastPathComponent): \(source.sampleDescription)\(flip ? ", random horizontal flips" : "")",
             dataFingerprint: fingerprint.hexDigest(), layers: result.layers)
         container.metrics.append(contentsOf: [
             Metric(name: "seconds", scope: "calibration", value: seconds),
@@ -232,22 +238,25 @@ func resizeInput(of graph: inout Graph, to size: [Int]) throws {
     graph = resized
 }
 
-/// Batches of a `BatchIterator` as a sequence of image tensors; the first read error ends the
-/// sequence and is kept in `error` for the caller to throw.
+/// Batches of a `BatchIterator` as a sequence of image tensors, flipped by `flip` (as epoch 0) when
+/// given; the first read error ends the sequence and is kept in `error` for the caller to throw.
 final class BatchStream: Sequence, IteratorProtocol {
     private var iterator: BatchIterator
+    private let flip: HorizontalFlip?
     private let onBatch: (Batch) -> Void
     private(set) var error: DataError?
 
-    init(_ iterator: BatchIterator, onBatch: @escaping (Batch) -> Void) {
+    init(_ iterator: BatchIterator, flip: HorizontalFlip? = nil, onBatch: @escaping (Batch) -> Void) {
         self.iterator = iterator
+        self.flip = flip
         self.onBatch = onBatch
     }
 
     func next() -> Tensor? {
         guard error == nil else { return nil }
         do {
-            guard let batch = try iterator.next() else { return nil }
+            guard var batch = try iterator.next() else { return nil }
+            flip?.apply(to: &batch.images, samples: batch.indices, epoch: 0)
             onBatch(batch)
             return batch.images
         } catch {

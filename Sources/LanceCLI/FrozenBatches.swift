@@ -4,17 +4,20 @@ import LanceTrain
 
 /// The frozen part's outputs and the labels for `samples` of `source`, computed slice by slice
 /// (`Trainer.frozenFeatures(batchSize:images:)`): each slice's samples are read just before the
-/// slice runs, so a whole batch of model inputs and early-layer activations is never held.
+/// slice runs, so a whole batch of model inputs and early-layer activations is never held. The
+/// samples whose entry of `mirrored` is true are flipped left to right after preprocessing.
 ///
 /// - Throws: the `DataError` of a failed read, or the `TrainingError` of the frozen pass.
-func slicedFrozenFeatures(_ trainer: Trainer, source: any DataSource, samples: [Int]) throws -> (features: [String: Tensor], labels: [Int]) {
+func slicedFrozenFeatures(_ trainer: Trainer, source: any DataSource, samples: [Int],
+                          mirrored: [Bool]? = nil) throws -> (features: [String: Tensor], labels: [Int]) {
     var labels: [Int] = []
     var readError: DataError?
     do {
         let features = try trainer.frozenFeatures(batchSize: samples.count) { range throws(TrainingError) in
             do throws(DataError) {
-                let read = try readBatch(source, indices: Array(samples[range]))
+                var read = try readBatch(source, indices: Array(samples[range]))
                 labels += read.labels
+                if let mirrored { flipHorizontally(&read.images, where: Array(mirrored[range])) }
                 return read.images
             } catch {
                 readError = error

@@ -96,6 +96,9 @@ public struct TrainCommand: ParsableCommand {
     @Flag(help: "Keep the frozen part's outputs of every sample on disk after its first use, so later epochs skip the frozen forward pass; preprocessing is deterministic, so the features do not change.")
     var cacheFeatures = false
 
+    @Flag(inversion: .prefixedNo, help: "Mirror each training sample left to right with probability 1/2, the augmentation of the LANCE recipe; the choice follows --seed, the epoch and the sample, and evaluation never flips (default off; with --resume the saved choice).")
+    var flip: Bool?
+
     @Flag(help: "Continue from the optimizer state saved in the container.")
     var resume = false
 
@@ -243,13 +246,22 @@ public struct TrainCommand: ParsableCommand {
         }
         let trainedNames = Set(trainer.runner.trainedParameterNames)
         let taskName = dataFolderName(data)
+        let flipping = flip ?? (saved?.hyperparameters[Self.flipHyperparameter] == 1)
+        let augmentation = flipping ? HorizontalFlip(seed: seed) : nil
+        // The optimizer state with the augmentation, so that --resume repeats it.
+        func checkpointState() -> OptimizerState {
+            var state = trainer.snapshot
+            state.hyperparameters[Self.flipHyperparameter] = flipping ? 1 : 0
+            return state
+        }
 
         if perEpoch % batch != 0 {
             printError("note: each epoch uses \(perEpoch / batch) full batches of \(batch); the last \(perEpoch % batch) samples are left out")
         }
         print("training \(layers.count) layers (\(layers.map(\.node).joined(separator: ", "))) with \(method.rawValue), "
               + "\(configuration.optimizer.name) η₀ \(configuration.learningRate), batch \(batch), \(perEpoch / batch) steps per epoch, "
-              + "epochs \(firstEpoch + 1)–\(lastEpoch) of \(totalEpochs), \(classCount) classes")
+              + "epochs \(firstEpoch + 1)–\(lastEpoch) of \(totalEpochs), \(classCount) classes"
+              + (flipping ? ", random horizontal flips" : ""))
 
         interruptRequested = 0
         signal(SIGINT) { _ in interruptRequested = 1 }
@@ -267,10 +279,11 @@ public struct TrainCommand: ParsableCommand {
             let eval = model.metrics.last { $0.scope == scope && $0.name == "eval_accuracy" }?.value
             let loss = model.metrics.last { $0.scope == scope && $0.name == "train_loss" }?.value
             if let score = evalSource != nil ? eval : loss.map({ -$0 }) {
-                best = (firstEpoch, score, trainer.graph, trainer.snapshot)
+                best = (firstEpoch, score, trainer.graph, checkpointState())
             }
         }
-        let cache = cacheFeatures ? try FeatureCache(sampleCount: source.count) : nil
+        // With flips a sample has two versions: slot `index` plain, slot `count + index` mirrored.
+        let cache = cacheFeatures ? try FeatureCache(sampleCount: source.count * (flipping ? 2 : 1)) : nil
         var maxTrainedBytes = 0, maxOtherBytes = 0
         var lastTrainAccuracy = 0.0, lastEvalAccuracy: Double?
         var epochsRun = 0
@@ -284,6 +297,8 @@ public struct TrainCommand: ParsableCommand {
             var trainedBytes = 0, otherBytes = 0
             var position = 0
             var prefetched: PrefetchedBatch?
+            func mirrored(_ samples: [Int]) -> [Bool] { samples.map { augmentation?.flips(sample: $0, epoch: epoch) ?? false } }
+            func cacheSlots(_ samples: [Int]) -> [Int] { zip(samples, mirrored(samples)).map { $1 ? source.count + $0 : $0 } }
             while position + batch <= iterator.order.count {
                 let indices = Array(iterator.order[position..<(position + batch)])
                 position += batch
@@ -291,7 +306,8 @@ public struct TrainCommand: ParsableCommand {
                 // each slice's samples just before it, so a whole batch of model inputs is never held.
                 func frozenFeatures(of samples: [Int]) throws -> (features: [String: Tensor], labels: [Int]) {
                     do {
-                        return try slicedFrozenFeatures(trainer, source: source, samples: samples)
+                        return try slicedFrozenFeatures(trainer, source: source, samples: samples,
+                                                        mirrored: augmentation == nil ? nil : mirrored(samples))
                     } catch let error as TrainingError {
                         throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
                                               + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
@@ -300,22 +316,23 @@ public struct TrainCommand: ParsableCommand {
                 let features: [String: Tensor]
                 let labels: [Int]
                 if let cache {
-                    if let ready = prefetched, ready.indices == indices {
+                    let slots = cacheSlots(indices)
+                    if let ready = prefetched, ready.indices == slots {
                         (features, labels) = try ready.wait()
                     } else {
                         // Only the samples not cached yet run through the frozen part (per sample, so
                         // the features do not depend on the batch they came with).
-                        let missing = indices.filter { !cache.contains([$0]) }
+                        let missing = indices.indices.filter { !cache.contains([slots[$0]]) }
                         if !missing.isEmpty {
-                            let computed = try frozenFeatures(of: missing)
-                            try cache.store(computed.features, labels: computed.labels, indices: missing)
+                            let computed = try frozenFeatures(of: missing.map { indices[$0] })
+                            try cache.store(computed.features, labels: computed.labels, indices: missing.map { slots[$0] })
                         }
-                        (features, labels) = try cache.batch(indices)
+                        (features, labels) = try cache.batch(slots)
                     }
                     // The next batch, when cached already, is read while this one trains.
                     prefetched = nil
                     if position + batch <= iterator.order.count {
-                        let next = Array(iterator.order[position..<(position + batch)])
+                        let next = cacheSlots(Array(iterator.order[position..<(position + batch)]))
                         if cache.contains(next) { prefetched = PrefetchedBatch(cache, indices: next) }
                     }
                 } else {
@@ -384,11 +401,11 @@ public struct TrainCommand: ParsableCommand {
                                       + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))
             }
             // The checkpoint: current weights and optimizer state.
-            applyTraining(trainer.graph, state: trainer.snapshot, to: &model, trainedNames: trainedNames,
+            applyTraining(trainer.graph, state: checkpointState(), to: &model, trainedNames: trainedNames,
                           task: taskName, classNames: source.classNames, classes: classCount)
             try ContainerFile.write(model, to: output, halfPrecision: halfPrecision)
             if best == nil || score > best!.score {
-                best = (epoch, score, trainer.graph, trainer.snapshot)
+                best = (epoch, score, trainer.graph, checkpointState())
             }
         }
 
@@ -410,6 +427,9 @@ public struct TrainCommand: ParsableCommand {
               + "held for backward \(String(Double(maxTrainedBytes) / bytesPerMiB, decimals: 2)) MiB trained layers' inputs + "
               + "\(String(Double(maxOtherBytes) / bytesPerMiB, decimals: 2)) MiB other saved tensors")
     }
+
+    /// The optimizer-state entry that records `--flip` (1) or its absence (0).
+    static let flipHyperparameter = "horizontal_flip"
 
     private func trainerConfiguration(saved: OptimizerState?, epochs: Int) throws -> TrainerConfiguration {
         let savedKind = saved.map { $0.kind == "adamw" ? OptimizerChoice.adamw : .sgd }

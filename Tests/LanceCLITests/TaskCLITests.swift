@@ -26,7 +26,7 @@ struct TaskCLITests {
 
     static func fileBytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
 
-    @Test("a task is added with its head and protected directions; eval and inspect select it; the first task's head is kept")
+    @Test("a task is added (with --flip) with its head and protected directions; eval and inspect select it; the first task's head is kept")
     func addTask() throws {
         let folder = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -40,8 +40,9 @@ struct TaskCLITests {
         let result = try runTool("lance-train", [source, "-o", output, "--add-task", "sandals-shirts", "--classes", "2",
                                                  "--select-classes", "5,6", "--class-names", "sandal,shirt", "--data", Self.train,
                                                  "--eval-data", Self.test, "--limit", "48", "--batch-size", "8", "--epochs", "1",
-                                                 "--protect-batches", "2"])
+                                                 "--protect-batches", "2", "--flip"])
         #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("random horizontal flips"), "\(result.stdout)")
         let after = try ContainerFile.read(output)
         #expect(after.tasks.map(\.name) == ["base", "sandals-shirts"])
         let task = after.tasks[1]

@@ -87,12 +87,13 @@ struct TrainCLITests {
         #expect(head.trainable)
     }
 
-    @Test("a checkpoint resumes to the same weights as an uninterrupted run")
-    func resumeEquivalence() throws {
+    @Test("a checkpoint resumes to the same weights as an uninterrupted run (--flip is kept by the checkpoint)",
+          arguments: [false, true])
+    func resumeEquivalence(flipping: Bool) throws {
         let folder = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let source = try Self.calibratedContainer(in: folder)
-        let common = ["--data", Self.train, "--epochs", "2", "--limit", "24", "--classes", "10", "--seed", "3"]
+        let common = ["--data", Self.train, "--epochs", "2", "--limit", "24", "--classes", "10", "--seed", "3"] + (flipping ? ["--flip"] : [])
         let whole = folder.appendingPathComponent("whole.lance").path
         var result = try runTool("lance-train", [source, "-o", whole] + common)
         #expect(result.status == 0, "\(result.stderr)")
@@ -105,6 +106,7 @@ struct TrainCLITests {
         result = try runTool("lance-train", [split, "--data", Self.train, "--limit", "24", "--seed", "3", "--resume"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("epochs 2–2 of 2"), "\(result.stdout)")
+        #expect(result.stdout.contains("random horizontal flips") == flipping, "\(result.stdout)")
 
         let a = try ContainerFile.read(whole), b = try ContainerFile.read(split)
         #expect(Self.parameters(a) == Self.parameters(b))
@@ -219,13 +221,13 @@ struct TrainCLITests {
         #expect(try ContainerFile.read(output).metrics.contains { $0.scope == "epoch 3" })
     }
 
-    @Test("--cache-features trains exactly as without it")
+    @Test("--cache-features trains exactly as without it, with and without --flip; --flip changes the training")
     func cachedFeatures() throws {
         let folder = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let source = try Self.calibratedContainer(in: folder)
         func losses(_ extra: [String]) throws -> [String] {
-            let output = folder.appendingPathComponent("out\(extra.count).lance").path
+            let output = folder.appendingPathComponent("out-\(extra.joined()).lance").path
             let result = try runTool("lance-train", [source, "--data", Self.train, "--epochs", "3", "--limit", "32", "--classes", "10",
                                                      "-o", output] + extra)
             #expect(result.status == 0, "\(result.stderr)")
@@ -234,6 +236,30 @@ struct TrainCLITests {
         let plain = try losses([]), cached = try losses(["--cache-features"])
         #expect(plain.count == 3)
         #expect(plain == cached)
+        // Flipped samples are cached apart from their plain versions.
+        let flipped = try losses(["--flip"]), flippedCached = try losses(["--flip", "--cache-features"])
+        #expect(flipped.count == 3)
+        #expect(flipped == flippedCached)
+        #expect(flipped != plain)
+    }
+
+    @Test("lance-convert --flip calibrates on mirrored samples and says so in the calibration record")
+    func flippedCalibration() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let plain = try ContainerFile.read(try Self.calibratedContainer(in: folder))
+        let path = folder.appendingPathComponent("flipped.lance").path
+        let result = try runTool("lance-convert", [Self.model, "-o", path, "--input-size", "64,64", "--preprocessing", "imagenet",
+                                                   "--resize", "direct", "--calibration", Self.train, "--batch-size", "8",
+                                                   "--calibration-batches", "2", "--train-layers", "last:2", "--flip"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let flipped = try #require(try ContainerFile.read(path).calibration)
+        let reference = try #require(plain.calibration)
+        #expect(flipped.dataDescription.hasSuffix("random horizontal flips"), "\(flipped.dataDescription)")
+        #expect(!reference.dataDescription.contains("flip"))
+        // Same samples, some mirrored: other pixels, so another fingerprint and other spectra.
+        #expect(flipped.dataFingerprint != reference.dataFingerprint)
+        #expect(flipped.layers.map { $0.modes.map(\.spectrum) } != reference.layers.map { $0.modes.map(\.spectrum) })
     }
 
     @Test("a float16 container stays float16 after training (trained weights in float32)")
