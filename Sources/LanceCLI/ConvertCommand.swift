@@ -238,30 +238,37 @@ func resizeInput(of graph: inout Graph, to size: [Int]) throws {
     graph = resized
 }
 
-/// Batches of a `BatchIterator` as a sequence of image tensors, flipped by `flip` (as epoch 0) when
-/// given; the first read error ends the sequence and is kept in `error` for the caller to throw.
+/// The batches of a `BatchIterator`'s order as `SlicedBatch`es: each slice of samples is read and
+/// preprocessed when the forward pass asks for it, flipped by `flip` (as epoch 0) when given, and
+/// handed to `onSlice` (slices come in order, so a hash of them is that of the whole batches). The
+/// first read error ends the pass and is kept in `error` for the caller to throw.
 final class BatchStream: Sequence, IteratorProtocol {
-    private var iterator: BatchIterator
+    private let iterator: BatchIterator
     private let flip: HorizontalFlip?
-    private let onBatch: (Batch) -> Void
+    private let onSlice: (Batch) -> Void
+    private var position = 0
     private(set) var error: DataError?
 
-    init(_ iterator: BatchIterator, flip: HorizontalFlip? = nil, onBatch: @escaping (Batch) -> Void) {
+    init(_ iterator: BatchIterator, flip: HorizontalFlip? = nil, onSlice: @escaping (Batch) -> Void) {
         self.iterator = iterator
         self.flip = flip
-        self.onBatch = onBatch
+        self.onSlice = onSlice
     }
 
-    func next() -> Tensor? {
-        guard error == nil else { return nil }
-        do {
-            guard var batch = try iterator.next() else { return nil }
-            flip?.apply(to: &batch.images, samples: batch.indices, epoch: 0)
-            onBatch(batch)
-            return batch.images
-        } catch {
-            self.error = error
-            return nil
+    func next() -> SlicedBatch? {
+        guard error == nil, position < iterator.order.count else { return nil }
+        let indices = Array(iterator.order[position..<Swift.min(position + iterator.batchSize, iterator.order.count)])
+        position += indices.count
+        return SlicedBatch(count: indices.count) { [self] range in
+            do throws(DataError) {
+                var slice = try readBatch(iterator.source, indices: Array(indices[range]))
+                flip?.apply(to: &slice.images, samples: slice.indices, epoch: 0)
+                onSlice(slice)
+                return slice.images
+            } catch {
+                self.error = error
+                throw error
+            }
         }
     }
 }

@@ -158,28 +158,51 @@ struct GramDecomposition {
     }
 }
 
+/// A batch of model inputs read on demand, a range of its samples at a time, so that calibration
+/// and the feature passes never hold the whole batch of inputs (`[count, C, H, W]`).
+public struct SlicedBatch {
+    /// The number of samples in the batch.
+    public let count: Int
+    /// The inputs `[range.count, ...]` of the samples `range`, a sub-range of `0..<count`. The
+    /// ranges are asked for in order, each once; an error thrown here ends the pass with it.
+    public let read: (Range<Int>) throws -> Tensor
+
+    /// A batch of `count` samples whose inputs `read` produces.
+    public init(count: Int, read: @escaping (Range<Int>) throws -> Tensor) {
+        self.count = count
+        self.read = read
+    }
+
+    /// A batch held whole, `[B, ...]`: its slices are copied out of it.
+    public init(_ images: Tensor) {
+        self.init(count: images.shape.first ?? 0) { images.slice(batch: $0) }
+    }
+}
+
 /// Computes the fixed projection bases of the trained layers from calibration batches (LANCE
 /// phase I): forward passes only, the input of every trained layer captured and folded into its
 /// mode Gram matrices batch by batch, then one symmetric eigen-decomposition per mode.
 ///
-/// Memory stays bounded by one batch: the graph runs with the trained layers' inputs as extra
-/// outputs, and each captured tensor is reduced to Gram matrices before the next batch.
+/// Memory stays bounded by one batch of the trained layers' inputs: the model runs on slices of
+/// `TrainingGraph.frozenSliceSize` samples, each read from its `SlicedBatch` just before it runs,
+/// with the trained layers' inputs as extra outputs, and each batch's captured inputs are reduced
+/// to Gram matrices before the next batch.
 ///
 /// - Parameters:
 ///   - graph: the model.
 ///   - layers: the trained layers (`Graph.trainedLayers`).
-///   - batches: input batches `[B, ...]` of equal batch size, already preprocessed.
+///   - batches: input batches of equal batch size, already preprocessed.
 ///   - options: ε and the accumulation rule.
 ///   - progress: called after each batch with the number of batches done.
 /// - Returns: the bases of every layer (settings other than the bases are left for the caller).
-public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
+public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some Sequence<SlicedBatch>,
                            options: CalibrationOptions = CalibrationOptions(),
                            progress: (Int) -> Void = { _ in }) throws(TrainingError) -> (layers: [LayerBases], batchSize: Int, batches: Int) {
     var accumulators: [ModeGramAccumulator] = []
     var batchSize = 0
-    let count = try forEachCapturedBatch(graph: graph, layers: layers, batches: batches) { (batch, captured) throws(TrainingError) in
+    let count = try forEachCapturedBatch(graph: graph, layers: layers, batches: batches) { (samples, captured) throws(TrainingError) in
         if accumulators.isEmpty {
-            batchSize = batch.shape.first ?? 0
+            batchSize = samples
             accumulators = layers.map { ModeGramAccumulator(shape: captured[$0.input]?.shape ?? [], accumulation: options.accumulation) }
         }
         for (index, layer) in layers.enumerated() {
@@ -197,18 +220,25 @@ public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some S
     return (result, batchSize, count)
 }
 
+/// `calibrateBases` over batches held whole (`[B, ...]` each, already preprocessed).
+public func calibrateBases(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
+                           options: CalibrationOptions = CalibrationOptions(),
+                           progress: (Int) -> Void = { _ in }) throws(TrainingError) -> (layers: [LayerBases], batchSize: Int, batches: Int) {
+    try calibrateBases(graph: graph, layers: layers, batches: batches.lazy.map(SlicedBatch.init), options: options, progress: progress)
+}
+
 /// Runs the model forward on each batch with the trained layers' inputs as outputs (only the nodes
-/// up to the last of them) and hands every batch with its captured inputs (by value name) to
-/// `body`, which should reduce them before the next batch arrives. The forward pass runs on
-/// slices of `TrainingGraph.frozenSliceSize` samples (`joinedSlices`), so the early layers'
-/// activations of only one slice are alive at a time; the captured inputs are those of the whole
-/// batch.
+/// up to the last of them) and hands every batch's sample count and captured inputs (by value
+/// name) to `body`, which should reduce them before the next batch arrives. The forward pass runs
+/// on slices of `TrainingGraph.frozenSliceSize` samples (`joinedSlices`), each read from the batch
+/// just before it runs, so the model inputs and early layers' activations of only one slice are
+/// alive at a time; the captured inputs are those of the whole batch.
 ///
 /// - Returns: the number of batches.
-/// - Throws: `TrainingError.data` when batches differ in size or the model has not one input,
-///   `.graph` when a batch does not fit the model, and what `body` throws.
-func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
-                          _ body: (Tensor, [String: Tensor]) throws(TrainingError) -> Void) throws(TrainingError) -> Int {
+/// - Throws: `TrainingError.data` when batches differ in size, a slice cannot be read or the model
+///   has not one input, `.graph` when a batch does not fit the model, and what `body` throws.
+func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Sequence<SlicedBatch>,
+                          _ body: (Int, [String: Tensor]) throws(TrainingError) -> Void) throws(TrainingError) -> Int {
     guard let inputName = graph.inputs.first?.name, graph.inputs.count == 1 else {
         throw .data(reason: "calibration needs a model with one input")
     }
@@ -219,21 +249,29 @@ func forEachCapturedBatch(graph: Graph, layers: [TrainedLayer], batches: some Se
     var batchSize = 0
     var count = 0
     for batch in batches {
-        let samples = batch.shape.first ?? 0
+        let samples = batch.count
         guard samples > 0 else { throw .data(reason: "batch \(count + 1) has no samples") }
+        if count == 0 {
+            batchSize = samples
+        } else if samples != batchSize {
+            throw .data(reason: "batch \(count + 1) has \(samples) samples, the first had \(batchSize); use equal batches (drop the last partial one)")
+        }
         let captured = try joinedSlices(batchSize: samples, sliceSize: TrainingGraph.frozenSliceSize) { range throws(TrainingError) in
+            let images: Tensor
+            do {
+                images = try batch.read(range)
+            } catch let error as TrainingError {
+                throw error
+            } catch {
+                throw .data(reason: "samples \(range) of batch \(count + 1): \(error)")
+            }
             do throws(ModelError) {
-                return try session.run([inputName: batch.slice(batch: range)])
+                return try session.run([inputName: images])
             } catch {
                 throw .graph(error)
             }
         }
-        if count == 0 {
-            batchSize = batch.shape.first ?? 0
-        } else if batch.shape.first != batchSize {
-            throw .data(reason: "batch \(count + 1) has \(batch.shape.first ?? 0) samples, the first had \(batchSize); use equal batches (drop the last partial one)")
-        }
-        try body(batch, captured)
+        try body(samples, captured)
         count += 1
     }
     return count

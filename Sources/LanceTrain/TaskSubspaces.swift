@@ -222,10 +222,11 @@ public func taskBases(layer: TrainedLayer, grams: ModeGramAccumulator, protected
 
 /// One forward pass over batches accumulating, for every shared layer, the Gram matrices of its
 /// input in the feature view (`FeatureView.tensor`): `B×B`, `d×d` and `L×L` for convolutions,
-/// `B×B` and `I×I` for linear layers. Forward only; memory bounded by one batch.
+/// `B×B` and `I×I` for linear layers. Forward only, slice by slice as in `calibrateBases`; memory
+/// bounded by one batch of the layers' inputs.
 ///
 /// - Returns: one accumulator per layer, in order, and the number of batches.
-public func accumulateFeatureGrams(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
+public func accumulateFeatureGrams(graph: Graph, layers: [TrainedLayer], batches: some Sequence<SlicedBatch>,
                                    progress: (Int) -> Void = { _ in }) throws(TrainingError) -> [ModeGramAccumulator] {
     let operations = Dictionary(graph.nodes.map { ($0.name, $0.operation) }, uniquingKeysWith: { a, _ in a })
     var accumulators: [ModeGramAccumulator] = []
@@ -245,6 +246,12 @@ public func accumulateFeatureGrams(graph: Graph, layers: [TrainedLayer], batches
     }
     guard count > 0 else { throw .data(reason: "the data yielded no batch") }
     return accumulators
+}
+
+/// `accumulateFeatureGrams` over batches held whole (`[B, ...]` each, already preprocessed).
+public func accumulateFeatureGrams(graph: Graph, layers: [TrainedLayer], batches: some Sequence<Tensor>,
+                                   progress: (Int) -> Void = { _ in }) throws(TrainingError) -> [ModeGramAccumulator] {
+    try accumulateFeatureGrams(graph: graph, layers: layers, batches: batches.lazy.map(SlicedBatch.init), progress: progress)
 }
 
 /// Removes from a weight gradient its component in the protected feature directions (GPM's

@@ -242,7 +242,7 @@ struct ConvertCLITests {
         #expect(many < few * 1.1 + 20, "2 batches: \(few) MiB, 12 batches: \(many) MiB")
     }
 
-    @Test("bad inputs: unknown calibration file, unsupported layer selection, non-.lance output")
+    @Test("bad inputs: unknown calibration file, unsupported layer selection, non-.lance output, an undecodable calibration image")
     func errors() throws {
         let folder = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -255,6 +255,18 @@ struct ConvertCLITests {
         #expect(result.stderr.contains("no node named 'no_such_node'"))
         result = try runTool("lance-convert", [Self.model, "-o", folder.appendingPathComponent("out.onnx").path])
         #expect(result.status == 64)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "no output is left behind")
+
+        // A calibration image that cannot be decoded, met while a batch is read slice by slice.
+        let images = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: images) }
+        let data = images.appendingPathComponent("images")
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: Fixtures.sampleData("images")), to: data)
+        try Data("not a PNG".utf8).write(to: data.appendingPathComponent("cat/b.png"))
+        result = try runTool("lance-convert", [Self.model, "-o", output, "--calibration", data.path, "--preprocessing", "imagenet",
+                                               "--input-size", "64,64", "--resize", "direct", "--batch-size", "7", "--calibration-batches", "1"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("cat/b.png"), "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "no output is left behind")
     }
 }

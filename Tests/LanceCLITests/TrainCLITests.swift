@@ -1,5 +1,6 @@
 import Foundation
 import LanceCore
+import LanceData
 import LanceFormat
 import LanceTestSupport
 import Testing
@@ -257,6 +258,13 @@ struct TrainCLITests {
         let reference = try #require(plain.calibration)
         #expect(flipped.dataDescription.hasSuffix("random horizontal flips"), "\(flipped.dataDescription)")
         #expect(!reference.dataDescription.contains("flip"))
+        // The fingerprint hashes the calibration batches' images in order (read slice by slice).
+        let preprocessing = try #require(plain.preprocessing)
+        var batches = try BatchIterator(source: try openDataSource(Self.train, preprocessing: preprocessing), batchSize: 8,
+                                        shuffleSeed: 0, dropLast: true, limit: 16)
+        var hasher = SHA256()
+        while let batch = try batches.next() { hasher.update(batch.images) }
+        #expect(reference.dataFingerprint == hasher.hexDigest())
         // Same samples, some mirrored: other pixels, so another fingerprint and other spectra.
         #expect(flipped.dataFingerprint != reference.dataFingerprint)
         #expect(flipped.layers.map { $0.modes.map(\.spectrum) } != reference.layers.map { $0.modes.map(\.spectrum) })
