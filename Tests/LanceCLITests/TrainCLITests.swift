@@ -270,6 +270,21 @@ struct TrainCLITests {
         #expect(flipped.layers.map { $0.modes.map(\.spectrum) } != reference.layers.map { $0.modes.map(\.spectrum) })
     }
 
+    @Test("the library example (Examples/fine-tune) trains a container with its own batches and writes it back")
+    func libraryExample() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try Self.calibratedContainer(in: folder)
+        let result = try runTool("lance-example-fine-tune", [source, Self.train, "2"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let losses = result.stdout.split(separator: "\n").filter { $0.hasPrefix("loss ") }
+            .compactMap { Float($0.split(separator: ",")[0].dropFirst(5)) }
+        #expect(losses.count == 2 && losses.allSatisfy(\.isFinite), "\(result.stdout)")
+        let trained = try ContainerFile.read(source)
+        #expect(trained.optimizerState?.step == 2)
+        #expect(trained.graph.parameters.first { $0.name == "lance_head.weight" }?.tensor.shape.first == 10)
+    }
+
     @Test("a float16 container stays float16 after training (trained weights in float32)")
     func halfPrecisionKept() throws {
         let folder = Fixtures.temporaryDirectory()
