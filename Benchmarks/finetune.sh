@@ -22,6 +22,7 @@
 #   LANCE_FT_METHODS           which methods to run [full lance hosvd]
 #   LANCE_FT_SEED              seed of calibration shuffle, head and epoch shuffles [0]
 #   LANCE_FT_TRAIN_ARGS        further lance-train options for every run, e.g. --cache-features [none]
+#   LANCE_FT_CONVERT_ARGS      further lance-convert options for every calibration, e.g. --flip [none]
 #   LANCE_FT_BUILD             0: use the release tools already built instead of building them [1]
 #   LANCE_FT_KEEP              1: keep the work directory (containers and logs) and print its path [0]
 set -euo pipefail
@@ -42,6 +43,7 @@ hosvd_energies="${LANCE_FT_HOSVD_ENERGIES:-0.7}"
 methods="${LANCE_FT_METHODS:-full lance hosvd}"
 seed="${LANCE_FT_SEED:-0}"
 read -r -a extra <<<"${LANCE_FT_TRAIN_ARGS:-}"
+read -r -a convert_extra <<<"${LANCE_FT_CONVERT_ARGS:-}"
 [ -f "$model" ] || { echo "finetune.sh: $model is missing (set LANCE_SHARED)" >&2; exit 1; }
 for file in "$train_data" "$test_data"; do
     [ -f "$file" ] || { echo "finetune.sh: $file is missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
@@ -135,7 +137,7 @@ for k in $layers; do
                 echo "== lance-convert last:$k energy $energy" >&2
                 "$bin/lance-convert" "$model" -o "$calibrated" "${preprocessing[@]}" --calibration "$train_data" \
                     --energy "$energy" --train-layers "last:$k" --batch-size "$batch" --calibration-batches "$calibration" \
-                    --seed "$seed" >"$work/lance_k${k}_e$energy.convert.log" 2>&1 \
+                    --seed "$seed" ${convert_extra[@]+"${convert_extra[@]}"} >"$work/lance_k${k}_e$energy.convert.log" 2>&1 \
                     || { tail -n 5 "$work/lance_k${k}_e$energy.convert.log" >&2; exit 1; }
                 grep -E '^(totals|calibration)' "$work/lance_k${k}_e$energy.convert.log" >&2
                 train "lance_k${k}_e$energy" lance "$energy" "$k" "$calibrated"
@@ -157,7 +159,7 @@ cat <<EOF
 
 Input ${size/,/×}, batch $batch, $limit training images per epoch (first $limit test images for evaluation),
 $epochs epochs, SGD lr 0.05 momentum 0.9 weight decay 1e-4 cosine, new 10-class head, seed $seed,
-$calibration calibration batches of $batch${extra[@]+, further lance-train options: ${extra[*]}}. Total wall time $(( $(date +%s) - start )) s.
+$calibration calibration batches of $batch${convert_extra[@]+, further lance-convert options: ${convert_extra[*]}}${extra[@]+, further lance-train options: ${extra[*]}}. Total wall time $(( $(date +%s) - start )) s.
 
 Activation memory per step, float32 MiB, measured by lance-train from the tensors it saves: "conv inputs"
 is the paper's convention (what the trained convolutions keep for their weight gradients: the inputs
