@@ -540,6 +540,7 @@ final class TrainingProgress {
     let epochs: Int
     let steps: Int
     private let terminal = isatty(STDERR_FILENO) != 0
+    private let started = Date()
     private var lastPrinted = -1
 
     init(epoch: Int, of epochs: Int, steps: Int) {
@@ -549,8 +550,11 @@ final class TrainingProgress {
     }
 
     func update(step: Int, loss: Double, accuracy: Double, imagesPerSecond: Double, heldMiB: Double) {
+        // The epoch's remaining steps at the mean pace of its steps so far.
+        let remaining = Int((Date().timeIntervalSince(started) / Double(max(step, 1)) * Double(steps - step)).rounded())
         let text = "epoch \(epoch)/\(epochs): step \(step)/\(steps), loss \(String(loss, decimals: 4)), accuracy \(percent(accuracy)), "
             + "\(String(imagesPerSecond, decimals: 1)) images/s, \(String(heldMiB, decimals: 2)) MiB held for backward"
+            + (step < steps ? ", \(remaining / 60):\(String(format: "%02d", remaining % 60)) left in the epoch" : "")
         if terminal {
             FileHandle.standardError.write(Data("\r\(text)\u{1B}[K".utf8))
         } else if step == steps || step * 10 / max(steps, 1) > lastPrinted {
