@@ -36,8 +36,9 @@ public enum ONNXImporter {
     /// - Throws: `ONNXError` naming the file and the node or tensor at fault; when
     ///   operators are unsupported, `.unsupportedOperators` lists all of them.
     public static func importModel(at path: String, constantInputs: [String: ONNXTensor] = [:]) throws(ONNXError) -> Graph {
-        let bytes = try readFileBytes(path)
-        return try importModel(bytes: bytes, path: path, constantInputs: constantInputs)
+        let proto = try unpackModel(at: path)
+        defer { onnx__model_proto__free_unpacked(proto, nil) }
+        return try importModel(proto.pointee, path: path, constantInputs: constantInputs)
     }
 
     /// Imports a model from its serialized bytes; `path` names it in errors and locates external data.
@@ -47,7 +48,29 @@ public enum ONNXImporter {
         }
         guard let proto else { throw .notAnONNXModel(path: path) }
         defer { onnx__model_proto__free_unpacked(proto, nil) }
-        let model = proto.pointee
+        return try importModel(proto.pointee, path: path, constantInputs: constantInputs)
+    }
+
+    /// The file's model message, unpacked straight from the file's memory mapping, which is gone
+    /// when this returns: the serialized bytes are never copied, nor held while the graph is built.
+    private static func unpackModel(at path: String) throws(ONNXError) -> UnsafeMutablePointer<Onnx__ModelProto> {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw .unreadableFile(path: path, reason: "no such file")
+        }
+        let file: Data
+        do {
+            file = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
+        } catch {
+            throw .unreadableFile(path: path, reason: error.localizedDescription)
+        }
+        let proto = file.withUnsafeBytes { bytes in
+            onnx__model_proto__unpack(nil, bytes.count, bytes.bindMemory(to: UInt8.self).baseAddress)
+        }
+        guard let proto else { throw .notAnONNXModel(path: path) }
+        return proto
+    }
+
+    private static func importModel(_ model: Onnx__ModelProto, path: String, constantInputs: [String: ONNXTensor]) throws(ONNXError) -> Graph {
         guard let graph = model.graph?.pointee else {
             throw .incompleteModel(path: path, reason: "the model has no graph; it is not a complete ONNX model")
         }

@@ -100,11 +100,24 @@ struct ImporterTests {
         }
     }
 
-    @Test("a missing file is reported with its path")
-    func missingFile() {
+    @Test("a missing file, a folder and a file that is not a model are reported with their path")
+    func unreadableFiles() throws {
         #expect(throws: ONNXError.unreadableFile(path: "/nonexistent/model.onnx", reason: "no such file")) {
             try ONNXImporter.importModel(at: "/nonexistent/model.onnx")
         }
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        do {
+            _ = try ONNXImporter.importModel(at: folder.path)
+            Issue.record("a folder was imported")
+        } catch {
+            guard case .unreadableFile(let path, _) = error else { Issue.record("\(error)"); return }
+            #expect(path == folder.path)
+        }
+        // Bytes that are not a protobuf message (a wire type 7 tag), read through the file's mapping.
+        let garbage = folder.appendingPathComponent("garbage.onnx")
+        try Data([0x0F, 0xFF, 0xFF, 0xFF]).write(to: garbage)
+        #expect(throws: ONNXError.notAnONNXModel(path: garbage.path)) { try ONNXImporter.importModel(at: garbage.path) }
     }
 
     @Test("input data of the wrong shape is rejected before computing")
