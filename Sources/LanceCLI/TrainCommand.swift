@@ -99,6 +99,9 @@ public struct TrainCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Mirror each training sample left to right with probability 1/2, the augmentation of the LANCE recipe; the choice follows --seed, the epoch and the sample, and evaluation never flips (default off; with --resume the saved choice).")
     var flip: Bool?
 
+    @Flag(name: .customLong("train-batchnorm"), inversion: .prefixedNo, help: "Also train the scale and bias of the BatchNormalization nodes between the trained layers and the loss, with their inference statistics (default: frozen; with --resume the saved choice).")
+    var trainBatchNormalization: Bool?
+
     @Flag(help: "Continue from the optimizer state saved in the container.")
     var resume = false
 
@@ -136,8 +139,8 @@ public struct TrainCommand: ParsableCommand {
         guard protectBatches >= 1 else { throw ValidationError("--protect-batches must be at least 1") }
         if addTask != nil {
             if resume { throw ValidationError("--resume continues a fine-tune; a task is added in one run (--add-task)") }
-            if cacheFeatures || replaceHead || trainLayers != nil || stopAfter != nil {
-                throw ValidationError("--add-task trains the container's shared layers with a new head; --cache-features, --replace-head, --train-layers and --stop-after do not apply")
+            if cacheFeatures || replaceHead || trainLayers != nil || stopAfter != nil || trainBatchNormalization == true {
+                throw ValidationError("--add-task trains the container's shared layers with a new head; --cache-features, --replace-head, --train-layers, --stop-after and --train-batchnorm do not apply")
             }
             if optimizer == .adamw { throw ValidationError("--add-task trains with SGD (AdamW's update leaves the orthogonal subspace)") }
         } else if method == .naive || method == .gpm {
@@ -252,8 +255,14 @@ public struct TrainCommand: ParsableCommand {
         func checkpointState() -> OptimizerState {
             var state = trainer.snapshot
             state.hyperparameters[Self.flipHyperparameter] = flipping ? 1 : 0
+            state.hyperparameters[Self.batchNormalizationHyperparameter] = configuration.trainBatchNormalization ? 1 : 0
             return state
         }
+        let batchNormalizations = configuration.trainBatchNormalization
+            ? model.graph.nodes.filter { node in
+                if case .batchNormalization = node.operation { return trainedNames.contains(node.inputs[1]) }
+                return false
+            }.count : 0
 
         if perEpoch % batch != 0 {
             printError("note: each epoch uses \(perEpoch / batch) full batches of \(batch); the last \(perEpoch % batch) samples are left out")
@@ -261,6 +270,7 @@ public struct TrainCommand: ParsableCommand {
         print("training \(layers.count) layers (\(layers.map(\.node).joined(separator: ", "))) with \(method.rawValue), "
               + "\(configuration.optimizer.name) η₀ \(configuration.learningRate), batch \(batch), \(perEpoch / batch) steps per epoch, "
               + "epochs \(firstEpoch + 1)–\(lastEpoch) of \(totalEpochs), \(classCount) classes"
+              + (batchNormalizations > 0 ? ", and the scale and bias of \(batchNormalizations) batch normalizations" : "")
               + (flipping ? ", random horizontal flips" : ""))
 
         interruptRequested = 0
@@ -430,6 +440,8 @@ public struct TrainCommand: ParsableCommand {
 
     /// The optimizer-state entry that records `--flip` (1) or its absence (0).
     static let flipHyperparameter = "horizontal_flip"
+    /// The optimizer-state entry that records `--train-batchnorm` (1) or its absence (0).
+    static let batchNormalizationHyperparameter = "train_batch_normalization"
 
     private func trainerConfiguration(saved: OptimizerState?, epochs: Int) throws -> TrainerConfiguration {
         let savedKind = saved.map { $0.kind == "adamw" ? OptimizerChoice.adamw : .sgd }
@@ -450,7 +462,8 @@ public struct TrainCommand: ParsableCommand {
         let minimum = lr == nil ? savedValue("minimum_learning_rate") : nil
         let bound = clip ?? savedValue("max_gradient_norm") ?? 2.0
         return TrainerConfiguration(optimizer: kind, learningRate: rate, minimumLearningRate: minimum, scheduleLength: epochs,
-                                    maxGradientNorm: bound > 0 ? bound : nil)
+                                    maxGradientNorm: bound > 0 ? bound : nil,
+                                    trainBatchNormalization: trainBatchNormalization ?? (savedValue(Self.batchNormalizationHyperparameter) == 1))
     }
 
     private func evaluate(_ trainer: Trainer, on source: any DataSource, classCount: Int) throws -> Double {

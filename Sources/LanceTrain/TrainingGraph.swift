@@ -125,7 +125,8 @@ public struct TrainingGraph: Sendable {
     public let method: TrainingMethod
     /// Whether the head (the last linear layer) is compressed like the convolutions.
     public let compressHead: Bool
-    /// The trained parameters' names, in graph order of their layers (weight, then bias).
+    /// The trained parameters' names, in graph order of their nodes (weight, then bias; scale, then
+    /// bias of a trained batch normalization).
     public let trainedParameterNames: [String]
     /// The name of the value the loss reads (`[B, K]` logits).
     public let logitsName: String
@@ -162,11 +163,16 @@ public struct TrainingGraph: Sendable {
     ///   - frozenParameters: operands of the trained layers that stay fixed nonetheless (the
     ///     biases of shared layers when a task is added: a bias update would move every input's
     ///     output, protected or not).
+    ///   - trainBatchNormalization: whether the scale γ and bias β of every BatchNormalization
+    ///     between the trained layers and the loss train too. Its statistics stay the inference
+    ///     ones (`y = γ·(x − μ)/√(σ² + ε) + β` with μ, σ² fixed), and it keeps its input `x`
+    ///     (uncompressed, counted in `BackwardMemory.otherBytes`) for `dγ = Σ dy·(x − μ)/√(σ² + ε)`.
     /// - Throws: `TrainingError.invalidLayerSelection` when nothing trains or an operator between
-    ///   the trained layers and the loss has no backward here; `.data` when `lance` bases are
-    ///   missing for a compressed layer.
+    ///   the trained layers and the loss has no backward here, or when `trainBatchNormalization`
+    ///   finds no batch normalization there; `.data` when `lance` bases are missing for a
+    ///   compressed layer.
     public init(graph: Graph, layers: [TrainedLayer], method: TrainingMethod, compressHead: Bool = false,
-                frozenParameters: Set<String> = []) throws(TrainingError) {
+                frozenParameters: Set<String> = [], trainBatchNormalization: Bool = false) throws(TrainingError) {
         guard graph.inputs.count == 1, let input = graph.inputs.first?.name else {
             throw .data(reason: "training needs a model with exactly one input; this one has \(graph.inputs.count)")
         }
@@ -202,7 +208,6 @@ public struct TrainingGraph: Sendable {
                 trainedNames.append(operand)
             }
         }
-        self.trainedParameterNames = trainedNames
         self.trainedByNode = trainedByNode
 
         // Forward reachability from the trained parameters, backward reachability from the logits.
@@ -220,6 +225,27 @@ public struct TrainingGraph: Sendable {
         }
         let suffix = graph.nodes.filter { dependsOnTrained.contains($0.output) && reachesLoss.contains($0.output) }
         self.suffix = suffix
+        if trainBatchNormalization {
+            // The scale and bias of the suffix's batch normalizations, all nodes in graph order.
+            let layerParameters = trainedNames
+            let graphParameters = Set(graph.parameters.map(\.name))
+            trainedNames = []
+            for node in suffix {
+                let operands: [String]
+                if trainedByNode[node.name] != nil {
+                    operands = node.inputs.dropFirst().filter(layerParameters.contains)
+                } else if case .batchNormalization = node.operation {
+                    operands = node.inputs[1...2].filter { graphParameters.contains($0) && !frozenParameters.contains($0) }
+                } else {
+                    operands = []
+                }
+                for operand in operands where !trainedNames.contains(operand) { trainedNames.append(operand) }
+            }
+            guard trainedNames.count > layerParameters.count else {
+                throw .invalidLayerSelection(reason: "no BatchNormalization lies between the trained layers and the loss, so there is no batch-normalization scale or bias to train (batch normalization may have been folded into the convolutions when the model was exported)")
+            }
+        }
+        self.trainedParameterNames = trainedNames
         var requiresGradient = Set(trainedNames)
         for node in suffix { requiresGradient.insert(node.output) }
         self.requiresGradient = requiresGradient
@@ -308,8 +334,10 @@ public struct TrainingGraph: Sendable {
     /// Why an operator cannot pass gradients to the operands at `gradientOperands`, or `nil`.
     private static func unsupportedReason(_ operation: Operator, gradientOperands: [Int]) -> String? {
         switch operation {
-        case .convolution, .batchNormalization:
+        case .convolution:
             return gradientOperands == [0] ? nil : "only its data input can carry a gradient (its weights are frozen)"
+        case .batchNormalization:
+            return Set(gradientOperands).isSubset(of: [0, 1, 2]) ? nil : "its running statistics cannot carry a gradient"
         case .pad(_, let mode, _):
             return mode == .constant ? nil : "the backward of \(mode.rawValue) padding is not supported"
         case .gemm(let gemm):
@@ -576,9 +604,12 @@ public struct TrainingGraph: Sendable {
             return ActivationMask.applies(to: activation) || activation.isDifferentiableFromOutput ? [] : [node.inputs[0]]
         case .maxPool, .globalMaxPool:
             return [node.inputs[0]]
-        case .convolution, .batchNormalization:
-            // Their frozen weights, when they are runtime values rather than parameters.
+        case .convolution:
+            // Its frozen weights, when they are runtime values rather than parameters.
             return node.inputs.dropFirst().filter { parameterIndex[$0] == nil }
+        case .batchNormalization:
+            // The same, and its input when its scale trains (dγ reads it).
+            return (carries[1] ? [node.inputs[0]] : []) + node.inputs.dropFirst().filter { parameterIndex[$0] == nil }
         case .binary(let op):
             switch op {
             case .add, .subtract: return []
@@ -689,7 +720,15 @@ public struct TrainingGraph: Sendable {
                 accumulate(node.inputs[0], mask.inputGradient(consume dy))
             } else if case .batchNormalization(let epsilon) = node.operation, let scale = savedOrParameter(node.inputs[1]),
                       let variance = savedOrParameter(node.inputs[4]) {
-                accumulate(node.inputs[0], frozenBatchNormalizationInputGradient(consume dy, scale: scale, variance: variance, epsilon: epsilon))
+                if carries[1] || carries[2], let input = pass.savedValues[node.inputs[0]], let mean = savedOrParameter(node.inputs[3]) {
+                    let result = batchNormalizationGradients(input: input, scale: scale, mean: mean, variance: variance, epsilon: epsilon,
+                                                             outputGradient: dy)
+                    accumulate(node.inputs[0], result.input)
+                    accumulate(node.inputs[1], result.scale)
+                    accumulate(node.inputs[2], result.bias)
+                } else {
+                    accumulate(node.inputs[0], frozenBatchNormalizationInputGradient(consume dy, scale: scale, variance: variance, epsilon: epsilon))
+                }
             } else {
                 let operands = node.inputs.map { savedOrParameter($0) }
                 let output = savedOrParameter(node.output)

@@ -28,11 +28,14 @@ public struct TrainerConfiguration: Sendable, Equatable {
     public var maxGradientNorm: Float?
     /// Whether the head's input is compressed like the convolutions' (see `TrainingGraph`).
     public var compressHead: Bool
+    /// Whether the scale and bias of the batch normalizations between the trained layers and the
+    /// loss train too, with their inference statistics (see `TrainingGraph`; default: frozen).
+    public var trainBatchNormalization: Bool
 
     /// Creates settings (the paper's recipe by default, 50 epochs).
     public init(optimizer: OptimizerKind = .paperSGD, learningRate: Float = 0.05, minimumLearningRate: Float? = nil,
                 scheduleLength: Int = 50, schedulePerStep: Bool = false, maxGradientNorm: Float? = 2.0,
-                compressHead: Bool = false) {
+                compressHead: Bool = false, trainBatchNormalization: Bool = false) {
         self.optimizer = optimizer
         self.learningRate = learningRate
         self.minimumLearningRate = minimumLearningRate
@@ -40,6 +43,7 @@ public struct TrainerConfiguration: Sendable, Equatable {
         self.schedulePerStep = schedulePerStep
         self.maxGradientNorm = maxGradientNorm
         self.compressHead = compressHead
+        self.trainBatchNormalization = trainBatchNormalization
     }
 
     /// The schedule these settings describe.
@@ -117,7 +121,8 @@ public struct Trainer: Sendable {
                 configuration: TrainerConfiguration = TrainerConfiguration(),
                 frozenParameters: Set<String> = []) throws(TrainingError) {
         self.runner = try TrainingGraph(graph: graph, layers: layers, method: method, compressHead: configuration.compressHead,
-                                        frozenParameters: frozenParameters)
+                                        frozenParameters: frozenParameters,
+                                        trainBatchNormalization: configuration.trainBatchNormalization)
         self.optimizer = Optimizer(configuration.optimizer)
         self.configuration = configuration
     }

@@ -270,6 +270,43 @@ struct TrainCLITests {
         #expect(flipped.layers.map { $0.modes.map(\.spectrum) } != reference.layers.map { $0.modes.map(\.spectrum) })
     }
 
+    @Test("--train-batchnorm trains the scale and bias of the batch normalizations after the trained layers, and only those")
+    func trainedBatchNormalization() throws {
+        let folder = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = folder.appendingPathComponent("bn.lance").path
+        var result = try runTool("lance-convert", [Fixtures.model("mobilenet_v2_imagenet_bn.onnx"), "-o", source, "--input-size", "64,64",
+                                                   "--preprocessing", "imagenet", "--resize", "direct", "--calibration", Self.train,
+                                                   "--batch-size", "8", "--calibration-batches", "2", "--train-layers", "last:2"])
+        try #require(result.status == 0, "\(result.stderr)")
+        let output = folder.appendingPathComponent("trained.lance").path
+        result = try runTool("lance-train", [source, "--data", Self.train, "--epochs", "1", "--limit", "16", "--classes", "10",
+                                             "--train-batchnorm", "-o", output])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("the scale and bias of 2 batch normalizations"), "\(result.stdout)")
+        let before = try ContainerFile.read(source), after = try ContainerFile.read(output)
+        #expect(after.optimizerState?.hyperparameters["train_batch_normalization"] == 1)
+        var trainedNormalizations = 0
+        for node in after.graph.nodes {
+            guard case .batchNormalization = node.operation else { continue }
+            let scale = try #require(after.graph.parametersByName[node.inputs[1]])
+            let bias = try #require(after.graph.parametersByName[node.inputs[2]])
+            let moved = scale.tensor != before.graph.parametersByName[node.inputs[1]]?.tensor
+                || bias.tensor != before.graph.parametersByName[node.inputs[2]]?.tensor
+            // The statistics never move; scale and bias move exactly where they train.
+            #expect(after.graph.parametersByName[node.inputs[3]]?.tensor == before.graph.parametersByName[node.inputs[3]]?.tensor)
+            #expect(moved == scale.trainable && scale.trainable == bias.trainable, "\(node.name)")
+            if scale.trainable { trainedNormalizations += 1 }
+        }
+        #expect(trainedNormalizations == 2)
+        // The model without batch normalization (folded at export) has none to train.
+        let plain = try Self.calibratedContainer(in: folder)
+        result = try runTool("lance-train", [plain, "--data", Self.train, "--epochs", "1", "--limit", "16", "--classes", "10",
+                                             "--train-batchnorm", "-o", folder.appendingPathComponent("none.lance").path])
+        #expect(result.status == 1 && result.stderr.contains("no BatchNormalization"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder.appendingPathComponent("none.lance").path))
+    }
+
     @Test("the library example (Examples/fine-tune) trains a container with its own batches and writes it back")
     func libraryExample() throws {
         let folder = Fixtures.temporaryDirectory()

@@ -111,11 +111,14 @@ func relativeError(_ actual: Tensor, _ expected: Tensor) -> Float {
 
 @Suite("Training graph: gradients")
 struct TrainingGradientTests {
-    @Test("under full, every trained parameter's gradient equals central finite differences of the loss")
-    func fullMatchesFiniteDifferences() throws {
+    @Test("under full, every trained parameter's gradient equals central finite differences of the loss (with and without the batch normalization's scale and bias)",
+          arguments: [false, true])
+    func fullMatchesFiniteDifferences(trainBatchNormalization: Bool) throws {
         let graph = SmallNetwork.graph()
-        var runner = try TrainingGraph(graph: graph, layers: try SmallNetwork.layers(graph), method: .full)
-        #expect(runner.trainedParameterNames == ["w1", "b1", "w2", "b2", "wf", "bf"])
+        var runner = try TrainingGraph(graph: graph, layers: try SmallNetwork.layers(graph), method: .full,
+                                       trainBatchNormalization: trainBatchNormalization)
+        #expect(runner.trainedParameterNames == (trainBatchNormalization ? ["w1", "b1", "w2", "b2", "bn_scale", "bn_bias", "wf", "bf"]
+                                                                          : ["w1", "b1", "w2", "b2", "wf", "bf"]))
         let images = SmallNetwork.images(seed: 7)
         let labels = SmallNetwork.labels
         let analytic = try runner.lossAndGradients(images: images, labels: labels).gradients.parameterGradients
@@ -144,6 +147,31 @@ struct TrainingGradientTests {
             }
             runner.setParameter(name, to: original)
             #expect(worst <= 1, "\(name): worst difference \(worst) of the tolerance 1e-3 + 1e-2·|numeric|")
+        }
+    }
+
+    @Test("a trained batch normalization keeps its input, and its gradients under lance equal full backprop's")
+    func trainedBatchNormalization() throws {
+        let graph = SmallNetwork.graph()
+        let layers = try SmallNetwork.layers(graph)
+        let images = SmallNetwork.images(seed: 7)
+        let full = try TrainingGraph(graph: graph, layers: layers, method: .full, trainBatchNormalization: true)
+        let lance = try TrainingGraph(graph: graph, layers: layers, method: .lance(try SmallNetwork.calibration(graph, energy: 0.8)),
+                                      trainBatchNormalization: true)
+        let expected = try full.lossAndGradients(images: images, labels: SmallNetwork.labels).gradients.parameterGradients
+        let actual = try lance.lossAndGradients(images: images, labels: SmallNetwork.labels).gradients.parameterGradients
+        // The normalization follows the last convolution, whose output is exact under lance too.
+        for name in ["bn_scale", "bn_bias", "wf", "bf"] {
+            #expect(relativeError(actual[name]!, expected[name]!) < 1e-5, "\(name)")
+        }
+        // It keeps conv2's output (4×4×3×3 floats) for its scale's gradient.
+        let frozen = try TrainingGraph(graph: graph, layers: layers, method: .full).forward(images: images).memory
+        let trained = try full.forward(images: images).memory
+        #expect(trained.otherBytes - frozen.otherBytes == 4 * 4 * 3 * 3 * 4)
+        // A model whose suffix has no batch normalization says so.
+        let pair = PointwisePair.graph()
+        #expect(throws: TrainingError.self) {
+            try TrainingGraph(graph: pair, layers: try pair.trainedLayers(.names(["convB", "fc"])), method: .full, trainBatchNormalization: true)
         }
     }
 
