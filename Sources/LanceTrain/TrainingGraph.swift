@@ -228,7 +228,9 @@ public struct TrainingGraph: Sendable {
         if trainBatchNormalization {
             // The scale and bias of the suffix's batch normalizations, all nodes in graph order.
             let layerParameters = trainedNames
-            let graphParameters = Set(graph.parameters.map(\.name))
+            // Not constants an importer made up for an absent scale or bias (Keras `scale=False`):
+            // the model has no such weight to carry an update back to its format.
+            let graphParameters = Set(graph.parameters.filter { !$0.synthesized }.map(\.name))
             trainedNames = []
             for node in suffix {
                 let operands: [String]
@@ -242,7 +244,7 @@ public struct TrainingGraph: Sendable {
                 for operand in operands where !trainedNames.contains(operand) { trainedNames.append(operand) }
             }
             guard trainedNames.count > layerParameters.count else {
-                throw .invalidLayerSelection(reason: "no BatchNormalization lies between the trained layers and the loss, so there is no batch-normalization scale or bias to train (batch normalization may have been folded into the convolutions when the model was exported)")
+                throw .invalidLayerSelection(reason: "no BatchNormalization with a stored scale or bias lies between the trained layers and the loss, so there is none to train (batch normalization may have been folded into the convolutions when the model was exported)")
             }
         }
         self.trainedParameterNames = trainedNames
