@@ -11,6 +11,7 @@
 # Settings (environment variables, defaults in brackets):
 #   LANCE_SHARED               models directory parent [../shared]
 #   LANCE_FT_DATA              Fashion-MNIST directory [/usr/share/datasets/fashion-mnist]
+#   LANCE_FT_MODEL             the model [$LANCE_SHARED/models/mobilenet_v2_imagenet.onnx]
 #   LANCE_FT_INPUT_SIZE        input resolution H,W [96,96]
 #   LANCE_FT_BATCH             batch size (calibration = training) [32]
 #   LANCE_FT_LIMIT             training samples per epoch; also caps the test subset [4096]
@@ -28,7 +29,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 shared="${LANCE_SHARED:-$(cd "$root/.." && pwd)/shared}"
-model="$shared/models/mobilenet_v2_imagenet.onnx"
+model="${LANCE_FT_MODEL:-$shared/models/mobilenet_v2_imagenet.onnx}"
 data="${LANCE_FT_DATA:-/usr/share/datasets/fashion-mnist}"
 train_data="$data/train-images-idx3-ubyte.gz"
 test_data="$data/t10k-images-idx3-ubyte.gz"
@@ -158,7 +159,7 @@ cat <<EOF
 ## Fine-tuning MobileNetV2 (ImageNet) on Fashion-MNIST
 
 Input ${size/,/×}, batch $batch, $limit training images per epoch (first $limit test images for evaluation),
-$epochs epochs, SGD lr 0.05 momentum 0.9 weight decay 1e-4 cosine, new 10-class head, seed $seed,
+$epochs epochs, SGD lr 0.05 momentum 0.9 weight decay 1e-4 cosine, new 10-class head, seed $seed, model $(basename "$model"),
 $calibration calibration batches of $batch${convert_extra[@]+, further lance-convert options: ${convert_extra[*]}}${extra[@]+, further lance-train options: ${extra[*]}}. Total wall time $(( $(date +%s) - start )) s.
 
 Activation memory per step, float32 MiB, measured by lance-train from the tensors it saves: "conv inputs"
