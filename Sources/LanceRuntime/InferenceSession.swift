@@ -54,8 +54,11 @@ public struct InferenceSession: Sendable {
         var inputs: [String] { node.inputs + (residual.map { [$0] } ?? []) }
     }
 
-    /// Prepares a session; the graph is validated on the first `run`.
+    /// Prepares a session; the graph is validated on the first `run`. Every BatchNormalization
+    /// that `BatchNormalizationFolding` can fold into the Conv or Gemm before it is folded first
+    /// (the same values up to rounding; `graph` is the folded graph).
     public init(graph: Graph) {
+        let graph = BatchNormalizationFolding.fold(graph).graph
         self.graph = graph
         self.parameters = Dictionary(graph.parameters.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
         var readers: [String: Int] = [:]

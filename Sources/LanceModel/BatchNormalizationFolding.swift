@@ -1,9 +1,9 @@
 import Foundation
 import LanceCore
-import LanceModel
 
 /// Folds inference-form BatchNormalization into the Conv or Gemm before it (ONNX export's
-/// `foldBatchNormalization`).
+/// `foldBatchNormalization`, and every `InferenceSession`, which then runs one operator instead of
+/// two).
 ///
 /// With `s = scale / sqrt(variance + epsilon)` per output channel, `BN(W·x + b)` is
 /// `(s·W)·x + (s·(b − mean) + B)`. A BatchNormalization is folded when its input is produced by a
@@ -11,9 +11,9 @@ import LanceModel
 /// that is not a graph output, and when the weights involved are parameters used by those two
 /// nodes only. The Conv or Gemm keeps its name and its weight's name and takes over the
 /// BatchNormalization's output; a bias it lacked takes the BatchNormalization bias's name.
-enum BatchNormalizationFolding {
+public enum BatchNormalizationFolding {
     /// The graph with every foldable BatchNormalization folded, and the folded nodes' names.
-    static func fold(_ graph: Graph) -> (graph: Graph, folded: [String]) {
+    public static func fold(_ graph: Graph) -> (graph: Graph, folded: [String]) {
         var graph = graph
         var folded: [String] = []
         var index = 0
