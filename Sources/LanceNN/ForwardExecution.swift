@@ -79,6 +79,15 @@ public final class TensorRecycler: @unchecked Sendable {
         }
     }
 
+    /// Drops every kept tensor.
+    public func removeAll() {
+        pthread_mutex_lock(mutex)
+        free = [:]
+        order = []
+        bytes = 0
+        pthread_mutex_unlock(mutex)
+    }
+
     /// A kept tensor of `shape`'s element count, reshaped to `shape`, or `nil`.
     func take(shape: [Int]) -> Tensor? {
         let count = shape.reduce(1, *)

@@ -263,6 +263,12 @@ public struct InferenceSession: Sendable {
         return blocks
     }
 
+    /// Lets go of the intermediate tensors kept for reuse by later passes (up to the recycler's
+    /// 32 MiB), for a session kept between passes that are far apart.
+    public func releaseBuffers() {
+        recycler.removeAll()
+    }
+
     /// Runs a graph with exactly one input and one output.
     public func run(_ input: Tensor) throws(ModelError) -> Tensor {
         guard let inputName = graph.inputs.first?.name, graph.inputs.count == 1 else {

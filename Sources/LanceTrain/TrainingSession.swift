@@ -108,6 +108,14 @@ public struct Trainer: Sendable {
     /// from before every update (`projectingOutProtected`; GPM's gradient projection). Empty by
     /// default.
     public var gradientProjections: [String: (basis: Tensor, featuresFirst: Bool)] = [:]
+    /// The session `evaluate` scores with, built once for the current weights: evaluation comes a
+    /// few samples at a time, and building a session (folding batch normalization) is not free.
+    /// Training drops it (its buffers, and the weights' storage it shares, so that they update in
+    /// place).
+    private let scoring = ScoringSessionCache()
+    /// Stands for the current weights; replaced at every update, so that a session built for other
+    /// weights (earlier ones, or those of a copy of this trainer that trained on) is never reused.
+    private var weightsToken = WeightsToken()
 
     /// The model with the trained parameters' current values.
     public var graph: Graph { runner.graph }
@@ -141,23 +149,27 @@ public struct Trainer: Sendable {
     ///   shape the model rejects; `.numeric` when the loss or a gradient is NaN or infinite (the
     ///   update is then not applied).
     public mutating func step(images: Tensor, labels: [Int]) throws(TrainingError) -> StepResult {
-        try step(features: try runner.frozenFeatures(images: images), labels: labels)
+        try step(features: try frozenFeatures(images: images), labels: labels)
     }
 
     /// The frozen part's outputs for a batch (forward only; see `TrainingGraph.frozenFeatures`).
     public func frozenFeatures(images: Tensor) throws(TrainingError) -> [String: Tensor] {
-        try runner.frozenFeatures(images: images)
+        // Training goes on: the scoring session's buffers are not needed meanwhile.
+        scoring.clear()
+        return try runner.frozenFeatures(images: images)
     }
 
     /// The frozen part's outputs for a batch whose model inputs are produced slice by slice
     /// (see `TrainingGraph.frozenFeatures(batchSize:images:)`).
     public func frozenFeatures(batchSize: Int, images: (Range<Int>) throws(TrainingError) -> Tensor)
         throws(TrainingError) -> [String: Tensor] {
-        try runner.frozenFeatures(batchSize: batchSize, images: images)
+        scoring.clear()
+        return try runner.frozenFeatures(batchSize: batchSize, images: images)
     }
 
     /// One training step from the frozen part's outputs (kept from an earlier epoch, for example).
     public mutating func step(features: consuming [String: Tensor], labels: [Int]) throws(TrainingError) -> StepResult {
+        scoring.clear()
         let (loss, logits, backward, memory) = try runner.lossAndGradients(features: consume features, labels: labels)
         let correct = zip(logits.argmaxPerRow(), labels).filter { $0 == $1 }.count
         var gradients = backward.parameterGradients
@@ -176,6 +188,7 @@ public struct Trainer: Sendable {
             throw .numeric(reason: "training step \(stepNumber): the gradient of '\(culprit)' is not finite (norm \(norm)); the update was not applied — lower the learning rate")
         }
         let rate = learningRate
+        weightsToken = WeightsToken()
         runner.updateTrainedParameters { parameters in
             optimizer.update(&parameters, gradients: gradients, learningRate: rate)
         }
@@ -189,17 +202,22 @@ public struct Trainer: Sendable {
     }
 
     /// Loss and accuracy of a batch under the current weights, forward only (any batch size; the
-    /// whole graph runs through an `InferenceSession`).
+    /// whole graph runs through an `InferenceSession`, built once per weight update).
     ///
     /// - Throws: `TrainingError.graph` or `.data` as `step`.
     public func evaluate(images: Tensor, labels: [Int]) throws(TrainingError) -> EvaluationResult {
-        var scoring = runner.graph
-        scoring.outputs = [ValueInfo(name: runner.logitsName, dimensions: nil)]
+        let session = scoring.session(for: weightsToken) {
+            var scoringGraph = runner.graph
+            scoringGraph.outputs = [ValueInfo(name: runner.logitsName, dimensions: nil)]
+            return InferenceSession(graph: scoringGraph)
+        }
         let logits: Tensor
         do {
             // Slice by slice, like the training's frozen part: the early layers' activations of
             // the whole batch are never alive at once (the logits do not depend on the split).
-            logits = try InferenceSession(graph: scoring).run(images, batchSize: TrainingGraph.frozenSliceSize)
+            logits = try session.run(images, batchSize: TrainingGraph.frozenSliceSize)
+            // What a later call may need is the session, not the tensors it kept for reuse.
+            session.releaseBuffers()
         } catch {
             throw .graph(error)
         }
@@ -258,4 +276,30 @@ public func peakResidentBytes() -> Int {
     guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
     return Int(usage.ru_maxrss)
     #endif
+}
+
+/// Identifies one state of a trainer's weights (by object identity).
+final class WeightsToken: Sendable {}
+
+/// The scoring session of one weights state, shared by the copies of a `Trainer` that hold it.
+final class ScoringSessionCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cached: (token: WeightsToken, session: InferenceSession)?
+
+    /// The session cached for `token`, or the one `make` builds, then cached.
+    func session(for token: WeightsToken, make: () -> InferenceSession) -> InferenceSession {
+        lock.lock()
+        defer { lock.unlock() }
+        if let cached, cached.token === token { return cached.session }
+        let session = make()
+        cached = (token, session)
+        return session
+    }
+
+    /// Drops the cached session.
+    func clear() {
+        lock.lock()
+        cached = nil
+        lock.unlock()
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import LanceCore
 import LanceModel
+import LanceRuntime
 import LanceTestSupport
 import LanceTrain
 import Testing
@@ -173,6 +174,26 @@ struct TrainingTrainerTests {
         for _ in 0..<30 { losses.append(try trainer.step(images: images, labels: SmallNetwork.labels).loss) }
         #expect(losses.last! < 0.7 * losses.first!, "\(losses.first!) → \(losses.last!)")
         #expect(trainer.optimizer.step == 30)
+    }
+
+    @Test("evaluate scores with the current weights: after a step, and in a copy that trained differently")
+    func evaluationFollowsWeights() throws {
+        let graph = SmallNetwork.graph()
+        let images = SmallNetwork.images(seed: 3)
+        func reference(_ trainer: Trainer) throws -> Tensor { try InferenceSession(graph: trainer.graph).run(images) }
+        var trainer = try Trainer(graph: graph, layers: try SmallNetwork.layers(graph), method: .full,
+                                  configuration: TrainerConfiguration(learningRate: 0.5, scheduleLength: 0))
+        let before = try trainer.evaluate(images: images, labels: SmallNetwork.labels).logits
+        #expect(before.isClose(to: try reference(trainer), absolute: 1e-6, relative: 1e-5))
+        var copy = trainer
+        _ = try trainer.step(images: SmallNetwork.images(seed: 4), labels: SmallNetwork.labels)
+        _ = try copy.step(images: SmallNetwork.images(seed: 5), labels: [3, 2, 1, 0].map { $0 % 3 })
+        let after = try trainer.evaluate(images: images, labels: SmallNetwork.labels).logits
+        let copied = try copy.evaluate(images: images, labels: SmallNetwork.labels).logits
+        #expect(after.maxAbsoluteDifference(to: before) > 1e-3)
+        #expect(after.isClose(to: try reference(trainer), absolute: 1e-6, relative: 1e-5))
+        #expect(copied.isClose(to: try reference(copy), absolute: 1e-6, relative: 1e-5))
+        #expect(try trainer.evaluate(images: images, labels: SmallNetwork.labels).logits == after)
     }
 
     @Test("a NaN loss throws and leaves the parameters and the optimizer untouched")
