@@ -140,8 +140,7 @@ extension TrainCommand {
                 do {
                     // The frozen part runs slice by slice, as in fine-tuning.
                     let samples = Array(iterator.order[start..<(start + batch)])
-                    let frozen = try slicedFrozenFeatures(trainer, source: source, samples: samples,
-                                                          mirrored: augmentation.map { flip in samples.map { flip.flips(sample: $0, epoch: epoch) } })
+                    let frozen = try slicedFrozenFeatures(trainer, source: source, samples: samples, flip: augmentation, epoch: epoch)
                     labels = frozen.labels
                     result = try trainer.step(features: frozen.features, labels: labels)
                 } catch let error as TrainingError {

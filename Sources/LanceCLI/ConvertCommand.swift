@@ -261,8 +261,7 @@ final class BatchStream: Sequence, IteratorProtocol {
         position += indices.count
         return SlicedBatch(count: indices.count) { [self] range in
             do throws(DataError) {
-                var slice = try readBatch(iterator.source, indices: Array(indices[range]))
-                flip?.apply(to: &slice.images, samples: slice.indices, epoch: 0)
+                let slice = try readSamples(iterator.source, indices: Array(indices[range]), flip: flip, epoch: 0)
                 onSlice(slice)
                 return slice.images
             } catch {

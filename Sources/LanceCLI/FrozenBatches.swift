@@ -5,19 +5,18 @@ import LanceTrain
 /// The frozen part's outputs and the labels for `samples` of `source`, computed slice by slice
 /// (`Trainer.frozenFeatures(batchSize:images:)`): each slice's samples are read just before the
 /// slice runs, so a whole batch of model inputs and early-layer activations is never held. The
-/// samples whose entry of `mirrored` is true are flipped left to right after preprocessing.
+/// samples are mirrored where `flip` chooses so in `epoch` (`readSamples`).
 ///
 /// - Throws: the `DataError` of a failed read, or the `TrainingError` of the frozen pass.
 func slicedFrozenFeatures(_ trainer: Trainer, source: any DataSource, samples: [Int],
-                          mirrored: [Bool]? = nil) throws -> (features: [String: Tensor], labels: [Int]) {
+                          flip: HorizontalFlip?, epoch: Int) throws -> (features: [String: Tensor], labels: [Int]) {
     var labels: [Int] = []
     var readError: DataError?
     do {
         let features = try trainer.frozenFeatures(batchSize: samples.count) { range throws(TrainingError) in
             do throws(DataError) {
-                var read = try readBatch(source, indices: Array(samples[range]))
+                let read = try readSamples(source, indices: Array(samples[range]), flip: flip, epoch: epoch)
                 labels += read.labels
-                if let mirrored { flipHorizontally(&read.images, where: Array(mirrored[range])) }
                 return read.images
             } catch {
                 readError = error
@@ -41,4 +40,12 @@ func forEachEvaluationSlice(of source: any DataSource, limit: Int?, _ body: (Bat
     for start in stride(from: 0, to: count, by: sliceSize) {
         guard try body(try readBatch(source, indices: Array(start..<min(count, start + sliceSize)))) else { return }
     }
+}
+
+/// The samples `indices` of `source`, read and preprocessed (`readBatch`), then mirrored where
+/// `flip` chooses so in `epoch`.
+func readSamples(_ source: any DataSource, indices: [Int], flip: HorizontalFlip?, epoch: Int) throws(DataError) -> Batch {
+    var batch = try readBatch(source, indices: indices)
+    flip?.apply(to: &batch.images, samples: indices, epoch: epoch)
+    return batch
 }

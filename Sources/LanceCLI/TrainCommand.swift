@@ -307,8 +307,9 @@ public struct TrainCommand: ParsableCommand {
             var trainedBytes = 0, otherBytes = 0
             var position = 0
             var prefetched: PrefetchedBatch?
-            func mirrored(_ samples: [Int]) -> [Bool] { samples.map { augmentation?.flips(sample: $0, epoch: epoch) ?? false } }
-            func cacheSlots(_ samples: [Int]) -> [Int] { zip(samples, mirrored(samples)).map { $1 ? source.count + $0 : $0 } }
+            func cacheSlots(_ samples: [Int]) -> [Int] {
+                samples.map { augmentation?.flips(sample: $0, epoch: epoch) == true ? source.count + $0 : $0 }
+            }
             while position + batch <= iterator.order.count {
                 let indices = Array(iterator.order[position..<(position + batch)])
                 position += batch
@@ -316,8 +317,7 @@ public struct TrainCommand: ParsableCommand {
                 // each slice's samples just before it, so a whole batch of model inputs is never held.
                 func frozenFeatures(of samples: [Int]) throws -> (features: [String: Tensor], labels: [Int]) {
                     do {
-                        return try slicedFrozenFeatures(trainer, source: source, samples: samples,
-                                                        mirrored: augmentation == nil ? nil : mirrored(samples))
+                        return try slicedFrozenFeatures(trainer, source: source, samples: samples, flip: augmentation, epoch: epoch)
                     } catch let error as TrainingError {
                         throw TrainingStopped(message: "training stopped in epoch \(epoch), step \(step + 1) of \(steps): \(error.description). "
                                               + checkpointSentence(output: output, input: container, completed: epoch - 1, started: firstEpoch))

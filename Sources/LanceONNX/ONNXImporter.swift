@@ -54,15 +54,7 @@ public enum ONNXImporter {
     /// The file's model message, unpacked straight from the file's memory mapping, which is gone
     /// when this returns: the serialized bytes are never copied, nor held while the graph is built.
     private static func unpackModel(at path: String) throws(ONNXError) -> UnsafeMutablePointer<Onnx__ModelProto> {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw .unreadableFile(path: path, reason: "no such file")
-        }
-        let file: Data
-        do {
-            file = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
-        } catch {
-            throw .unreadableFile(path: path, reason: error.localizedDescription)
-        }
+        let file = try mappedFile(path)
         let proto = file.withUnsafeBytes { bytes in
             onnx__model_proto__unpack(nil, bytes.count, bytes.bindMemory(to: UInt8.self).baseAddress)
         }

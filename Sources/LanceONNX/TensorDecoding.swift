@@ -218,22 +218,23 @@ struct TensorDecoder {
 ///
 /// - Throws: `ONNXError` naming the file when it cannot be read or decoded.
 public func readONNXTensorFile(at path: String) throws(ONNXError) -> ONNXTensor {
-    let bytes = try readFileBytes(path)
+    let file = try mappedFile(path)
     let decoder = TensorDecoder(path: path, directory: URL(fileURLWithPath: path).deletingLastPathComponent())
-    let proto: UnsafeMutablePointer<Onnx__TensorProto>? = bytes.withUnsafeBufferPointer {
-        onnx__tensor_proto__unpack(nil, $0.count, $0.baseAddress)
+    let proto: UnsafeMutablePointer<Onnx__TensorProto>? = file.withUnsafeBytes {
+        onnx__tensor_proto__unpack(nil, $0.count, $0.bindMemory(to: UInt8.self).baseAddress)
     }
     guard let proto else { throw .notAnONNXModel(path: path) }
     defer { onnx__tensor_proto__free_unpacked(proto, nil) }
     return try decoder.decode(proto, fallbackName: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
 }
 
-func readFileBytes(_ path: String) throws(ONNXError) -> [UInt8] {
+/// A file's bytes, memory mapped where the file system allows (never copied into an array).
+func mappedFile(_ path: String) throws(ONNXError) -> Data {
     guard FileManager.default.fileExists(atPath: path) else {
         throw .unreadableFile(path: path, reason: "no such file")
     }
     do {
-        return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe))
+        return try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
     } catch {
         throw .unreadableFile(path: path, reason: error.localizedDescription)
     }
